@@ -1,0 +1,123 @@
+from django.contrib import admin
+
+from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+
+
+class CollectorWrittenAdmin(admin.ModelAdmin):
+    """Bars are written by the collector only: the admin shows them, never edits.
+
+    Counting millions of rows on every page is slow on PostgreSQL, so the full
+    count is skipped.
+    """
+
+    list_select_related = ["ticker"]
+    list_per_page = 100
+    show_full_result_count = False
+    search_fields = ["ticker__symbol"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Ticker)
+class TickerAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "company_name", "exchange", "created_at", "updated_at"]
+    list_filter = ["exchange", "created_at"]
+    search_fields = ["symbol", "company_name"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["symbol", "company_name", "exchange"]}),
+        ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+
+@admin.register(SecondSnapshot)
+class SecondSnapshotAdmin(CollectorWrittenAdmin):
+    list_display = [
+        "ticker",
+        "timestamp",
+        "ohlc_1sec_open",
+        "ohlc_1sec_high",
+        "ohlc_1sec_low",
+        "ohlc_1sec_close",
+        "ohlc_1sec_volume",
+        "ohlc_1sec_tick_count",
+        "composite_score",
+    ]
+    list_filter = ["ticker", "timestamp", "source"]
+    date_hierarchy = "timestamp"
+    fieldsets = [
+        (None, {"fields": ["ticker", "timestamp", "source"]}),
+        (
+            "1-second OHLCV",
+            {
+                "fields": [
+                    ("ohlc_1sec_open", "ohlc_1sec_high"),
+                    ("ohlc_1sec_low", "ohlc_1sec_close"),
+                    ("ohlc_1sec_volume", "ohlc_1sec_tick_count", "vwap"),
+                    ("price_change_1sec", "price_momentum_5sec"),
+                ]
+            },
+        ),
+        (
+            "Sentiment",
+            {
+                "fields": [
+                    "composite_score",
+                    ("news_score_cached", "technical_score_cached"),
+                    "flow_score_cached",
+                ]
+            },
+        ),
+        ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+
+@admin.register(TickCandle100)
+class TickCandle100Admin(CollectorWrittenAdmin):
+    list_display = [
+        "ticker",
+        "candle_number",
+        "completed_at",
+        "open",
+        "high",
+        "low",
+        "close",
+        "total_volume",
+        "duration_seconds",
+    ]
+    list_filter = ["ticker", "completed_at", "source"]
+    date_hierarchy = "completed_at"
+    fieldsets = [
+        (None, {"fields": ["ticker", "candle_number", "completed_at", "source"]}),
+        (
+            "OHLCV",
+            {
+                "fields": [
+                    ("open", "high", "low", "close"),
+                    ("total_volume", "tick_count"),
+                ]
+            },
+        ),
+        (
+            "Timing",
+            {"fields": [("first_tick_time", "last_tick_time"), "duration_seconds"]},
+        ),
+        ("Bookkeeping", {"fields": ["created_at"]}),
+    ]
+
+
+@admin.register(OHLCVTick)
+class OHLCVTickAdmin(CollectorWrittenAdmin):
+    list_display = ["ticker", "timestamp", "price", "volume", "source"]
+    list_filter = ["ticker", "timestamp", "source"]
+    date_hierarchy = "timestamp"
+    fieldsets = [
+        (None, {"fields": ["ticker", "timestamp", "source"]}),
+        ("Trade", {"fields": [("price", "volume")]}),
+        ("Bookkeeping", {"fields": ["created_at"]}),
+    ]

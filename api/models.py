@@ -1,0 +1,142 @@
+"""The stored market data. Names and tables are the ones users already rely on."""
+
+from django.db import models
+
+# Prices: up to 14 integer digits and 10 decimals covers equities, FX and crypto
+# (from fractions of a cent to six-figure coins). Volumes keep 10 decimals so
+# fractional shares and crypto quantities are stored without loss.
+PRICE = {"max_digits": 24, "decimal_places": 10}
+VOLUME = {"max_digits": 30, "decimal_places": 10}
+PERCENT = {"max_digits": 20, "decimal_places": 6}
+
+
+class Source(models.TextChoices):
+    EODHD_WS = "eodhd_ws", "EODHD WebSocket"
+    REPLAY = "replay", "Replayed journal"
+    SIMULATOR = "simulator", "Simulated feed"
+
+
+class Ticker(models.Model):
+    symbol = models.CharField(max_length=32, unique=True)
+    company_name = models.CharField(max_length=200, blank=True, default="")
+    exchange = models.CharField(max_length=32, blank=True, default="US")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class SecondSnapshot(models.Model):
+    """One 1-second OHLCV bar, keyed by the UTC second of the trades' timestamps."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="second_snapshots"
+    )
+    timestamp = models.DateTimeField(help_text="Start of the UTC second.")
+    ohlc_1sec_open = models.DecimalField(**PRICE)
+    ohlc_1sec_high = models.DecimalField(**PRICE)
+    ohlc_1sec_low = models.DecimalField(**PRICE)
+    ohlc_1sec_close = models.DecimalField(**PRICE)
+    ohlc_1sec_volume = models.DecimalField(**VOLUME)
+    ohlc_1sec_tick_count = models.PositiveIntegerField()
+    vwap = models.DecimalField(**PRICE, null=True, blank=True)
+    price_momentum_5sec = models.DecimalField(**PERCENT, null=True, blank=True)
+    price_change_1sec = models.DecimalField(**PERCENT, null=True, blank=True)
+    # Scores are in -100..+100 and NULL when unknown: never a fake 0.
+    composite_score = models.FloatField(null=True, blank=True)
+    news_score_cached = models.FloatField(null=True, blank=True)
+    technical_score_cached = models.FloatField(null=True, blank=True)
+    flow_score_cached = models.FloatField(null=True, blank=True)
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_second_snapshot"
+        ordering = ["ticker", "timestamp"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "timestamp"], name="uniq_second_snapshot_ticker_ts"
+            ),
+        ]
+        # (ticker, timestamp) range reads use the unique constraint's index;
+        # retention deletes by time across tickers.
+        indexes = [models.Index(fields=["timestamp"], name="second_snapshot_ts_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class TickCandle100(models.Model):
+    """One bar of 100 consecutive trades (arrival order), numbered 1, 2, 3 ..."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="tick_candles"
+    )
+    candle_number = models.BigIntegerField()
+    completed_at = models.DateTimeField()
+    open = models.DecimalField(**PRICE)
+    high = models.DecimalField(**PRICE)
+    low = models.DecimalField(**PRICE)
+    close = models.DecimalField(**PRICE)
+    total_volume = models.DecimalField(**VOLUME)
+    tick_count = models.PositiveIntegerField(default=100)
+    first_tick_time = models.DateTimeField()
+    last_tick_time = models.DateTimeField()
+    duration_seconds = models.DecimalField(max_digits=14, decimal_places=3)
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "api_tick_candle_100"
+        ordering = ["ticker", "candle_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "candle_number"],
+                name="uniq_tick_candle_ticker_number",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["ticker", "completed_at"], name="tick_candle_ticker_done_idx"
+            ),
+            models.Index(fields=["completed_at"], name="tick_candle_done_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} #{self.candle_number}"
+
+
+class OHLCVTick(models.Model):
+    """Single trades. Kept for backwards compatibility; the collector never writes
+    here (trades live in memory only)."""
+
+    ticker = models.ForeignKey(Ticker, on_delete=models.CASCADE, related_name="ticks")
+    timestamp = models.DateTimeField()
+    price = models.DecimalField(**PRICE)
+    volume = models.DecimalField(**VOLUME)
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "api_ohlcv_tick"
+        ordering = ["ticker", "timestamp"]
+        indexes = [
+            models.Index(
+                fields=["ticker", "timestamp"], name="ohlcv_tick_ticker_ts_idx"
+            ),
+            models.Index(fields=["timestamp"], name="ohlcv_tick_ts_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M:%S.%f} {self.price}"

@@ -1,0 +1,111 @@
+"""Small strict readers for settings taken from the environment.
+
+Each one fails with an ImproperlyConfigured that names the variable and says what
+was expected, so a wrong value stops the process at startup with one clear line.
+"""
+
+import os
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no, on/off)"
+    )
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a valid URL (expected {'/'.join(schemes)}://host/...)"
+        )
+    if "api_token" in parts.query:
+        raise ImproperlyConfigured(
+            f"{name} must not contain api_token: the key goes in EODHD_API_KEY"
+        )
+    return value
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+_ENGINES = {
+    "django.db.backends.sqlite3": "sqlite",
+    "django.db.backends.postgresql": "postgres",
+}
+
+
+def env_database(name: str, default: str, conn_max_age: int) -> dict:
+    """Parse a database URL; only SQLite (embedded) and PostgreSQL are supported."""
+    url = env_str(name, default) or default
+    scheme = urlsplit(url).scheme
+    try:
+        config = dj_database_url.parse(
+            url, conn_max_age=conn_max_age, conn_health_checks=True
+        )
+    except Exception:  # the library raises several types for bad URLs
+        config = {}
+    if config.get("ENGINE") not in _ENGINES or not config.get("NAME"):
+        raise ImproperlyConfigured(
+            f"{name}={_masked(url)!r} is not a supported database URL "
+            f"(scheme {scheme or 'missing'!r}; use sqlite:///path/to/db.sqlite3 "
+            "or postgres://user:password@host:5432/dbname)"
+        )
+    return config

@@ -1,0 +1,136 @@
+"""Settings, all taken from the environment (a `.env` file beside manage.py is read
+when present; real environment variables win over it)."""
+
+import secrets
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from backend.env import (
+    env_bool,
+    env_database,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env", override=False)
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Without a configured key a random one is made per process: fine for the collector
+# and for a demo, and it never leaves a guessable default in production.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-" + secrets.token_hex(32)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "backend.wsgi.application"
+
+# Database: SQLite is the embedded default; PostgreSQL for production.
+DATA_DIR = Path(env_str("COLLECTOR_DATA_DIR") or BASE_DIR / "data")
+_default_db = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+DATABASES = {
+    "default": env_database(
+        "DATABASE_URL", _default_db, conn_max_age=env_int("CONN_MAX_AGE", 60, 0)
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _name = Path(DATABASES["default"]["NAME"])
+    if str(_name) != ":memory:" and not _name.is_absolute():
+        DATABASES["default"]["NAME"] = str(BASE_DIR / _name)
+    # WAL lets the web process read while the collector writes; the busy timeout and
+    # IMMEDIATE transactions make concurrent writers wait instead of failing with
+    # "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# EODHD: the key travels in the WebSocket URL's query string, so it is never logged.
+EODHD_API_KEY = env_str("EODHD_API_KEY")
+EODHD_WS_URL = env_url(
+    "EODHD_WS_URL", "wss://ws.eodhistoricaldata.com/ws/us", ("ws", "wss")
+)
+EODHD_API_BASE = env_url("EODHD_API_BASE", "https://eodhd.com/api", ("http", "https"))
+
+# Collector tuning (command-line options override these).
+COLLECTOR_GRACE_SECONDS = env_float("COLLECTOR_GRACE_SECONDS", 2.0, 0.0)
+COLLECTOR_REVISION_WINDOW_SECONDS = env_float(
+    "COLLECTOR_REVISION_WINDOW_SECONDS", 300.0, 0.0
+)
+COLLECTOR_STALE_AFTER_SECONDS = env_float("COLLECTOR_STALE_AFTER_SECONDS", 120.0, 1.0)
+COLLECTOR_MAX_PENDING_BARS = env_int("COLLECTOR_MAX_PENDING_BARS", 500_000, 1000)
+COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
+COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "console": {
+            "format": "%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "console"},
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        "django": {"level": "WARNING"},
+        "websocket": {"level": "WARNING"},
+        "websockets": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,92 @@
+"""The admin shows every model to staff; bar rows cannot be edited there."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def seeded(db):
+    qld = Ticker.objects.create(symbol="QLD", company_name="ProShares Ultra QQQ")
+    snap = SecondSnapshot.objects.create(
+        ticker=qld,
+        timestamp=T0,
+        ohlc_1sec_open=Decimal("1"),
+        ohlc_1sec_high=Decimal("2"),
+        ohlc_1sec_low=Decimal("0.5"),
+        ohlc_1sec_close=Decimal("1.5"),
+        ohlc_1sec_volume=Decimal("10"),
+        ohlc_1sec_tick_count=2,
+    )
+    candle = TickCandle100.objects.create(
+        ticker=qld,
+        candle_number=7,
+        completed_at=T0,
+        open=Decimal("1"),
+        high=Decimal("2"),
+        low=Decimal("0.5"),
+        close=Decimal("1.5"),
+        total_volume=Decimal("100"),
+        first_tick_time=T0,
+        last_tick_time=T0,
+        duration_seconds=Decimal("0"),
+    )
+    tick = OHLCVTick.objects.create(
+        ticker=qld, timestamp=T0, price=Decimal("1.5"), volume=Decimal("10")
+    )
+    return {
+        "ticker": qld,
+        "secondsnapshot": snap,
+        "tickcandle100": candle,
+        "ohlcvtick": tick,
+    }
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = User.objects.create_superuser("admin", "admin@example.com", "pw-123456")
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    "model", ["ticker", "secondsnapshot", "tickcandle100", "ohlcvtick"]
+)
+def test_it_renders_list_and_detail_pages_for_staff(staff_client, seeded, model):
+    listing = staff_client.get(reverse(f"admin:api_{model}_changelist"))
+    assert listing.status_code == 200
+    assert b"QLD" in listing.content
+    detail = staff_client.get(
+        reverse(f"admin:api_{model}_change", args=[seeded[model].pk])
+    )
+    assert detail.status_code == 200
+
+
+@pytest.mark.parametrize("model", ["secondsnapshot", "tickcandle100", "ohlcvtick"])
+def test_it_refuses_to_add_or_edit_bars(staff_client, seeded, model):
+    assert staff_client.get(reverse(f"admin:api_{model}_add")).status_code == 403
+    url = reverse(f"admin:api_{model}_change", args=[seeded[model].pk])
+    response = staff_client.post(url, {})
+    assert response.status_code == 403
+
+
+def test_it_searches_bars_by_symbol(staff_client, seeded):
+    url = reverse("admin:api_secondsnapshot_changelist")
+    assert b"QLD" in staff_client.get(url, {"q": "QLD"}).content
+    found = staff_client.get(url, {"q": "NOPE"})
+    assert found.status_code == 200
+    assert b"0 second snapshots" in found.content
+
+
+def test_it_sends_anonymous_users_to_the_login(client, db):
+    response = client.get(reverse("admin:api_secondsnapshot_changelist"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
