@@ -1,15 +1,238 @@
-"""JSON read endpoints."""
+"""JSON read endpoints for charts and dashboards.
+
+Time windows are half-open, [start_time, end_time): a bar at exactly end_time is
+not included, for both candle endpoints. Without bounds the window is the last
+hour; with one bound it is the hour after start_time or before end_time.
+"""
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from django.http import JsonResponse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET
 
-from api.models import SecondSnapshot, Ticker
+from api.models import SecondSnapshot, TickCandle100, Ticker
+
+_PLUS_LOST = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+DEFAULT_WINDOW = timedelta(hours=1)
+DEFAULT_LIMIT = 10_000
+MAX_LIMIT = 50_000
 
 
-def _iso(value) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+class BadRequest(Exception):
+    pass
 
 
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _num(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _error(status: int, error: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": error, "message": message}, status=status)
+
+
+def _parse_time(name: str, raw: str | None) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    # An unescaped "+00:00" in a query string arrives as " 00:00".
+    text = _PLUS_LOST.sub(r"\1+\2", raw.strip())
+    try:
+        value = parse_datetime(text)
+    except ValueError:
+        value = None
+    if value is None:
+        raise BadRequest(f"{name}={raw!r} is not an ISO 8601 date-time")
+    if timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _window(params) -> tuple[datetime, datetime]:
+    start = _parse_time("start_time", params.get("start_time"))
+    end = _parse_time("end_time", params.get("end_time"))
+    if start is None and end is None:
+        end = timezone.now()
+    if start is None:
+        start = end - DEFAULT_WINDOW
+    if end is None:
+        end = start + DEFAULT_WINDOW
+    if start >= end:
+        raise BadRequest("start_time must be before end_time")
+    return start, end
+
+
+def _limit(params) -> tuple[int, bool]:
+    raw = params.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT, False
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit={raw!r} is not an integer") from None
+    if limit < 1:
+        raise BadRequest("limit must be at least 1")
+    return min(limit, MAX_LIMIT), limit > MAX_LIMIT
+
+
+def _query(request):
+    """Common parameters: (ticker, start, end, limit, capped) or an error response."""
+    symbol = request.GET.get("symbol", "QLD").strip().upper()
+    try:
+        start, end = _window(request.GET)
+        limit, capped = _limit(request.GET)
+    except BadRequest as exc:
+        return _error(400, "bad_request", str(exc))
+    ticker = Ticker.objects.filter(symbol=symbol).first()
+    if ticker is None:
+        return _error(404, "not_found", f"unknown symbol {symbol!r}")
+    return ticker, start, end, limit, capped
+
+
+def _respond(ticker, start, end, limit, capped, timeframe, data) -> JsonResponse:
+    metadata = {
+        "count": len(data),
+        "start_time": _iso(start),
+        "end_time": _iso(end),
+        "end_inclusive": False,
+        "timeframe": timeframe,
+        "limit": limit,
+        "max_limit": MAX_LIMIT,
+        "limit_capped": capped,
+        "truncated": len(data) >= limit,
+    }
+    return JsonResponse({"ticker": ticker.symbol, "data": data, "metadata": metadata})
+
+
+@require_GET
+def second_candles(request) -> JsonResponse:
+    query = _query(request)
+    if isinstance(query, JsonResponse):
+        return query
+    ticker, start, end, limit, capped = query
+    rows = (
+        SecondSnapshot.objects.filter(
+            ticker=ticker, timestamp__gte=start, timestamp__lt=end
+        )
+        .order_by("timestamp")
+        .values_list(
+            "timestamp",
+            "ohlc_1sec_open",
+            "ohlc_1sec_high",
+            "ohlc_1sec_low",
+            "ohlc_1sec_close",
+            "ohlc_1sec_volume",
+            "ohlc_1sec_tick_count",
+            "composite_score",
+            "news_score_cached",
+            "technical_score_cached",
+        )[:limit]
+    )
+    data = [
+        {
+            "timestamp": _iso(ts),
+            "open": _num(o),
+            "high": _num(h),
+            "low": _num(lo),
+            "close": _num(c),
+            "volume": _num(v),
+            "tick_count": n,
+            "composite_score": comp,
+            "news_component": news,
+            "technical_component": tech,
+        }
+        for ts, o, h, lo, c, v, n, comp, news, tech in rows
+    ]
+    return _respond(ticker, start, end, limit, capped, "1s", data)
+
+
+@require_GET
+def tick_candles(request) -> JsonResponse:
+    query = _query(request)
+    if isinstance(query, JsonResponse):
+        return query
+    ticker, start, end, limit, capped = query
+    rows = (
+        TickCandle100.objects.filter(
+            ticker=ticker, completed_at__gte=start, completed_at__lt=end
+        )
+        .order_by("completed_at", "candle_number")
+        .values_list(
+            "completed_at",
+            "open",
+            "high",
+            "low",
+            "close",
+            "total_volume",
+            "candle_number",
+            "tick_count",
+            "duration_seconds",
+            "first_tick_time",
+            "last_tick_time",
+        )[:limit]
+    )
+    data = [
+        {
+            "timestamp": _iso(done),
+            "open": _num(o),
+            "high": _num(h),
+            "low": _num(lo),
+            "close": _num(c),
+            "volume": _num(v),
+            "candle_number": number,
+            "tick_count": count,
+            "duration_seconds": _num(duration),
+            "first_tick_time": _iso(first),
+            "last_tick_time": _iso(last),
+        }
+        for done, o, h, lo, c, v, number, count, duration, first, last in rows
+    ]
+    return _respond(ticker, start, end, limit, capped, "100t", data)
+
+
+@require_GET
+def realtime_sentiment(request) -> JsonResponse:
+    query = _query(request)
+    if isinstance(query, JsonResponse):
+        return query
+    ticker, start, end, limit, capped = query
+    rows = (
+        SecondSnapshot.objects.filter(
+            ticker=ticker, timestamp__gte=start, timestamp__lt=end
+        )
+        .order_by("timestamp")
+        .values_list(
+            "timestamp",
+            "ohlc_1sec_close",
+            "composite_score",
+            "news_score_cached",
+            "technical_score_cached",
+            "flow_score_cached",
+        )[:limit]
+    )
+    data = [
+        {
+            "timestamp": _iso(ts),
+            "close": _num(close),
+            "composite_score": comp,
+            "news_component": news,
+            "technical_component": tech,
+            "flow_component": flow,
+        }
+        for ts, close, comp, news, tech, flow in rows
+    ]
+    return _respond(ticker, start, end, limit, capped, "1s", data)
+
+
+@require_GET
 def health(request) -> JsonResponse:
     """Last stored 1-second bar per symbol and its age: a collector heartbeat."""
     now = timezone.now()
