@@ -1,0 +1,114 @@
+"""python manage.py cleanup_old_data — delete rows past their retention.
+
+Deletes in small batches, each its own short transaction, so a large table is never
+locked for long and the collector can keep writing meanwhile. The newest 100-trade
+bar of each ticker is always kept: the collector resumes its numbering from it.
+"""
+
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90m', '1h', '7d', '2w' -> timedelta."""
+    match = _DURATION.match(str(text).lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90m, 1h, 7d or 2w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class Command(BaseCommand):
+    help = "Delete ticks, 1-second bars and 100-trade bars older than their retention."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--ticks",
+            default=getattr(settings, "RETENTION_TICKS", "1h"),
+            help="keep OHLCVTick rows this long (default 1h)",
+        )
+        parser.add_argument(
+            "--seconds",
+            default=getattr(settings, "RETENTION_SECOND_BARS", "7d"),
+            help="keep SecondSnapshot rows this long (default 7d)",
+        )
+        parser.add_argument(
+            "--candles",
+            default=getattr(settings, "RETENTION_TICK_CANDLES", "30d"),
+            help="keep TickCandle100 rows this long (default 30d)",
+        )
+        parser.add_argument("--batch-size", type=int, default=5000)
+        parser.add_argument(
+            "--dry-run", action="store_true", help="count what would go; delete nothing"
+        )
+        parser.add_argument("--verbose", action="store_true")
+
+    def handle(self, *args, **options):
+        try:
+            keep = {
+                "ticks": parse_duration(options["ticks"]),
+                "seconds": parse_duration(options["seconds"]),
+                "candles": parse_duration(options["candles"]),
+            }
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        self.batch = options["batch_size"]
+        self.dry_run = options["dry_run"]
+        self.verbose = options["verbose"]
+        now = timezone.now()
+        results = [
+            (
+                "OHLCVTick",
+                self.purge(OHLCVTick.objects.filter(timestamp__lt=now - keep["ticks"])),
+            ),
+            (
+                "SecondSnapshot",
+                self.purge(
+                    SecondSnapshot.objects.filter(timestamp__lt=now - keep["seconds"])
+                ),
+            ),
+            ("TickCandle100", self.purge_candles(now - keep["candles"])),
+        ]
+        verb = "would delete" if self.dry_run else "deleted"
+        for name, count in results:
+            self.stdout.write(f"{name}: {verb} {count} rows")
+
+    def purge(self, queryset) -> int:
+        if self.dry_run:
+            return queryset.count()
+        total = 0
+        while True:
+            ids = list(
+                queryset.order_by("pk").values_list("pk", flat=True)[: self.batch]
+            )
+            if not ids:
+                return total
+            with transaction.atomic():
+                deleted, _ = queryset.model.objects.filter(pk__in=ids).delete()
+            total += deleted
+            if self.verbose:
+                self.stdout.write(
+                    f"  {queryset.model.__name__}: {total} deleted so far"
+                )
+
+    def purge_candles(self, cutoff) -> int:
+        total = 0
+        newest = Ticker.objects.annotate(last=Max("tick_candles__candle_number"))
+        for ticker in newest.exclude(last=None):
+            queryset = TickCandle100.objects.filter(
+                ticker=ticker, completed_at__lt=cutoff, candle_number__lt=ticker.last
+            )
+            total += self.purge(queryset)
+        return total
