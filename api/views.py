@@ -9,7 +9,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.http import JsonResponse
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
@@ -251,3 +253,36 @@ def health(request) -> JsonResponse:
                 "age_seconds": round((now - last).total_seconds(), 3),
             }
     return JsonResponse({"now": _iso(now), "symbols": symbols})
+
+
+CHART_RANGES = [
+    ("5m", "last 5 minutes"),
+    ("15m", "last 15 minutes"),
+    ("1h", "last hour"),
+    ("6h", "last 6 hours"),
+    ("1d", "last day"),
+    ("custom", "custom (UTC)"),
+]
+
+
+@staff_member_required
+def chart(request) -> HttpResponse:
+    """Candles, volume and sentiment for one symbol; refreshes itself while live."""
+    tickers = list(Ticker.objects.order_by("symbol").values_list("symbol", flat=True))
+    symbol = request.GET.get("symbol", "").upper()
+    if symbol not in tickers:
+        symbol = "QLD" if "QLD" in tickers else (tickers[0] if tickers else "")
+    range_ = request.GET.get("range", "15m")
+    if range_ not in dict(CHART_RANGES):
+        range_ = "15m"
+    context = {
+        "tickers": tickers,
+        "symbol": symbol,
+        "kind": "tick" if request.GET.get("kind") == "tick" else "second",
+        "ranges": CHART_RANGES,
+        "range": range_,
+        "start": request.GET.get("start", ""),
+        "end": request.GET.get("end", ""),
+        "live": request.GET.get("live", "1") != "0",
+    }
+    return render(request, "api/chart.html", context)

@@ -1,0 +1,113 @@
+"""The chart page: staff only, linked from the admin, drawn in a real browser."""
+
+import os
+import shutil
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from django.utils import timezone
+
+from api.models import SecondSnapshot, Ticker
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def seed(symbol: str, count: int) -> Ticker:
+    ticker = Ticker.objects.create(symbol=symbol)
+    start = timezone.now().replace(microsecond=0) - timedelta(seconds=count + 5)
+    price = Decimal("100")
+    rows = []
+    for i in range(count):
+        step = Decimal((i * 37) % 11 - 5) / 20
+        close = price + step
+        rows.append(
+            SecondSnapshot(
+                ticker=ticker,
+                timestamp=start + timedelta(seconds=i),
+                ohlc_1sec_open=price,
+                ohlc_1sec_high=max(price, close) + Decimal("0.1"),
+                ohlc_1sec_low=min(price, close) - Decimal("0.1"),
+                ohlc_1sec_close=close,
+                ohlc_1sec_volume=Decimal(100 + (i * 13) % 400),
+                ohlc_1sec_tick_count=5,
+                composite_score=None if i < 5 else float((i * 7) % 120 - 60),
+            )
+        )
+        price = close
+    SecondSnapshot.objects.bulk_create(rows)
+    return ticker
+
+
+def test_it_links_the_chart_from_the_admin(admin_client):
+    response = admin_client.get("/admin/")
+    assert response.status_code == 200
+    assert b'href="/chart/"' in response.content
+
+
+def test_it_shows_the_chart_page_to_staff_only(client, admin_client, db):
+    seed("QLD", 3)
+    anonymous = client.get("/chart/")
+    assert anonymous.status_code == 302
+    assert "/admin/login/" in anonymous["Location"]
+    page = admin_client.get("/chart/", {"symbol": "qld"})
+    assert page.status_code == 200
+    assert b'<option value="QLD" selected>' in page.content
+    assert b"api/chart.js" in page.content
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
+    live_server, admin_user, client
+):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    seed("QLD", 120)
+    seed("AAPL", 10)
+    client.force_login(admin_user)
+    session = client.cookies["sessionid"].value
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 860})
+            context.add_cookies(
+                [{"name": "sessionid", "value": session, "url": live_server.url}]
+            )
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{live_server.url}/chart/?symbol=QLD&range=15m")
+            page.wait_for_selector("#candles g.candle")
+            assert page.locator("#candles g.candle").count() == 120
+            assert page.locator("#volumes rect").count() == 120
+            assert page.locator("#sentiment").count() == 1
+            assert "QLD: 120 bars" in page.inner_text("#status")
+            page.screenshot(path=str(ARTIFACTS / "chart.png"))
+
+            page.select_option("#symbol", "AAPL")
+            page.wait_for_function(
+                "document.querySelectorAll('#candles g.candle').length === 10"
+            )
+            assert errors == []
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "chart.png").stat().st_size > 10_000
