@@ -12,6 +12,8 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked `postgres` run only when DATABASE_URL points at PostgreSQL."""
     from django.conf import settings
 
+    if not settings.configured:  # run with -p no:django: pure tests only
+        return
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine.endswith("postgresql"):
         return
