@@ -1,0 +1,698 @@
+"""An EODHD-compatible WebSocket feed simulator, for tests and for demos.
+
+It speaks the wire protocol described in docs/EODHD.md: `/ws/<feed>?api_token=...`,
+an `Authorized` frame right after the upgrade, comma-string subscriptions per
+socket, one JSON object per text frame, status frames keyed `status` or
+`status_code`. On top of that it can misbehave on purpose (drops, silence,
+403/422/500, malformed frames, late prints) and records everything it sent so a
+test can build its own reference from `sent_trades()`.
+
+No Django here: the module is used in-process by tests and by `--demo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+logger = logging.getLogger(__name__)
+
+FEEDS = ("us", "us-quote", "forex", "crypto")
+
+AUTHORIZED = '{"status_code":200,"message":"Authorized"}'
+# EODHD keys its error frames inconsistently (`status` vs `status_code`): keep that.
+STATUS_FRAMES = {
+    403: '{"status":403,"message":"Server error"}',
+    422: '{"status_code":422,"message":"Symbols limit reached"}',
+    500: '{"status":500,"message":"Server error"}',
+}
+
+# Frames a collector must count and skip; built by hand because a JSON encoder
+# would refuse NaN or fix the types. `{t}` is the current epoch-ms.
+MALFORMED_TEMPLATES = (
+    '{{"s":"{s}","p":12',  # truncated JSON
+    "not json at all",
+    '{{"s":"{s}","p":NaN,"c":[],"v":100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":Infinity,"c":[],"v":100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":-12.5,"c":[],"v":100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":0,"c":[],"v":100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":12.5,"c":[],"v":-100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":12.5,"c":[],"v":100,"dp":false,"ms":"open"}}',  # no t
+    '{{"s":"{s}","p":"n/a","c":[],"v":100,"dp":false,"ms":"open","t":{t}}}',
+    '{{"s":"{s}","p":12.5,"c":[],"v":100,"dp":false,"ms":"open","t":"soon"}}',
+    '["{s}",12.5,100,{t}]',  # valid JSON, wrong shape
+)
+
+# Rough starting prices so demo output looks familiar; others get a stable
+# pseudo-random price derived from the symbol.
+START_PRICES = {
+    "AAPL": 230.0,
+    "MSFT": 420.0,
+    "TSLA": 250.0,
+    "QLD": 105.0,
+    "QQQ": 500.0,
+    "SPY": 590.0,
+    "NVDA": 140.0,
+    "BTC-USD": 84588.0,
+    "ETH-USD": 3200.0,
+    "EURUSD": 1.08,
+    "GBPUSD": 1.27,
+}
+# Symbols the server may push uninvited when `symbols_extra` is on.
+EXTRA_SYMBOLS = ("ZVZZT", "AAPL", "MSFT", "TSLA", "BTC-USD")
+EXTRA_PROB = 0.03
+
+# US condition codes as EODHD relays them: 14 intermarket sweep, 37 odd lot,
+# 41 trade-through exempt, 12 form T (extended hours), 2 average price.
+CONDITION_SETS = ((), (), (), (14, 41), (14, 41), (12,), (2,), (41,), (14,))
+
+
+@dataclass
+class SimOptions:
+    """What the simulated feed does. Every list is indexed by connection number
+    (0 = first accepted upgrade); connections past its end behave normally."""
+
+    rate: float = 50.0  # data frames per second per connection, across its symbols
+    seed: int | None = None
+    jitter_ms: int = 300  # `t` lags the clock by up to this: out-of-order prints
+    late_prob: float = 0.0  # chance a trade is a late print
+    late_ms: int = 5000  # how old a late print is (plus some jitter)
+    fractional_prob: float = 0.0  # chance of a fractional US trade size
+    malformed_prob: float = 0.0  # chance a slot carries a malformed frame instead
+    drop_after: list[int | None] | None = None  # abrupt TCP drop after N trades
+    silence_after: int | None = None  # after N trades per connection: open but mute
+    error_on_connect: list[int | None] | None = None  # 403 / 422 / 500 per connection
+    max_trades: int | None = None  # total valid trades across connections
+    reject_early_subscribe: bool = True  # a message before Authorized: 500 + close
+    authorize_delay: float = 0.0  # seconds before Authorized is sent
+    symbols_extra: bool = False  # sometimes push a symbol the client didn't ask for
+    max_symbols: int = 50
+    keep_sent: bool = True  # record frames for sent_trades(); off for long runs
+    market_status: str | None = "open"  # `ms` of US trades; None omits it (old frames)
+    reject_bad_token_http: int | None = None  # 401/403 at the handshake, not a frame
+    reject_handshake: list[int | None] | None = None  # HTTP status per attempt
+    clock: Callable[[], float] = time.time  # epoch seconds, for `t`
+
+
+@dataclass
+class ConnectionRecord:
+    """What happened on one accepted connection (a snapshot when read)."""
+
+    index: int
+    feed: str
+    token: str
+    opened_at: float
+    closed_at: float | None = None
+    symbols: list[str] = field(default_factory=list)  # current subscription
+    subscribes: int = 0
+    trades_sent: int = 0
+    malformed_sent: int = 0
+    extras_sent: int = 0
+    injected: int = 0
+    # client-closed, dropped, server-stopped, bad-token, error-403/422/500,
+    # early-subscribe
+    ended: str | None = None
+
+
+@dataclass(frozen=True)
+class SentFrame:
+    connection: int
+    frame: dict
+
+
+class PriceBook:
+    """Random-walk prices per symbol, shared by all connections so a reconnect
+    continues where the last socket stopped. Callers pass their own Random so
+    one connection's output is reproducible for a given seed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._open: dict[str, float] = {}
+        self._digits: dict[str, int] = {}
+
+    def step(self, symbol: str, rng: random.Random) -> tuple[float, float]:
+        """Advance the walk; returns (price, session open)."""
+        with self._lock:
+            price = self._last.get(symbol)
+            if price is None:
+                price = START_PRICES.get(symbol) or random.Random(symbol).uniform(
+                    20.0, 400.0
+                )
+                self._open[symbol] = price
+                # Cent ticks for stocks and coins; FX-like prices get 5 digits.
+                self._digits[symbol] = 2 if price >= 10 else 5
+            digits = self._digits[symbol]
+            price = round(price * math.exp(rng.gauss(0.0, 0.0004)), digits)
+            self._last[symbol] = price
+            return price, self._open[symbol]
+
+
+def _number(value: float) -> float | int:
+    # The real feed writes integral prices without a fraction (`"p":141`).
+    return int(value) if float(value).is_integer() else value
+
+
+def _decimal_text(value: float, digits: int) -> str:
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+class FrameFactory:
+    """Builds realistic data frames for each feed."""
+
+    def __init__(self, options: SimOptions, prices: PriceBook) -> None:
+        self.options = options
+        self.prices = prices
+
+    def _t(self, rng: random.Random) -> int:
+        opts = self.options
+        t = int(opts.clock() * 1000) - rng.randint(0, max(opts.jitter_ms, 0))
+        if opts.late_prob and rng.random() < opts.late_prob:
+            t -= opts.late_ms + rng.randint(0, max(opts.late_ms // 2, 0))
+        return t
+
+    def frame(self, feed: str, symbol: str, rng: random.Random) -> dict:
+        price, session_open = self.prices.step(symbol, rng)
+        if feed == "crypto":
+            return self._crypto(symbol, price, session_open, rng)
+        if feed == "forex":
+            return self._forex(symbol, price, session_open, rng)
+        if feed == "us-quote":
+            return self._quote(symbol, price, rng)
+        return self._us_trade(symbol, price, rng)
+
+    def _us_trade(self, symbol: str, price: float, rng: random.Random) -> dict:
+        opts = self.options
+        roll = rng.random()
+        if opts.fractional_prob and rng.random() < opts.fractional_prob:
+            size: float | int = round(rng.uniform(0.0001, 5.0), 4)
+        elif roll < 0.7:
+            size = 100 * rng.choice((1, 1, 1, 2, 2, 3, 5, 10))
+        else:
+            size = rng.randint(1, 99)
+        conditions = list(rng.choice(CONDITION_SETS))
+        if size < 100 and 37 not in conditions and rng.random() < 0.9:
+            conditions.append(37)  # odd lots usually carry the odd-lot code
+        frame: dict = {
+            "s": symbol,
+            "p": _number(price),
+            "c": sorted(conditions),
+            "v": size,
+            "dp": rng.random() < 0.12,
+        }
+        if opts.market_status is not None:
+            frame["ms"] = opts.market_status
+        frame["t"] = self._t(rng)
+        return frame
+
+    def _crypto(
+        self, symbol: str, price: float, session_open: float, rng: random.Random
+    ) -> dict:
+        digits = 2 if price >= 100 else 5
+        diff = price - session_open
+        return {
+            "s": symbol,
+            "p": _decimal_text(price, digits),
+            "q": _decimal_text(rng.choice((0.001, 0.002, 0.01, 0.05, 0.1, 1.0)), 6),
+            "dc": _decimal_text(diff / session_open * 100, 4),
+            "dd": _decimal_text(diff, 4),
+            "t": self._t(rng),
+        }
+
+    def _forex(
+        self, symbol: str, price: float, session_open: float, rng: random.Random
+    ) -> dict:
+        diff = price - session_open
+        return {
+            "s": symbol,
+            "a": round(price + 0.00001 * rng.randint(0, 3), 5),
+            "b": round(price, 5),
+            "dc": _decimal_text(diff / session_open * 100, 4),
+            "dd": _decimal_text(diff, 5),
+            "ppms": False,
+            "t": self._t(rng),
+        }
+
+    def _quote(self, symbol: str, price: float, rng: random.Random) -> dict:
+        half_spread = max(0.01, round(price * 0.0002, 2))
+        return {
+            "s": symbol,
+            "ap": _number(round(price + half_spread, 3)),
+            "as": 100 * rng.randint(1, 10),
+            "bp": _number(round(price - half_spread, 3)),
+            "bs": 100 * rng.randint(1, 10),
+            "t": self._t(rng),
+        }
+
+    def malformed(self, symbol: str, rng: random.Random) -> str:
+        template = rng.choice(MALFORMED_TEMPLATES)
+        return template.format(s=symbol, t=int(self.options.clock() * 1000))
+
+
+def _per_connection(values: list[int | None] | None, index: int) -> int | None:
+    if values is None or index >= len(values):
+        return None
+    return values[index]
+
+
+class _Live:
+    """Runtime state of one open connection."""
+
+    def __init__(
+        self, ws: ServerConnection, record: ConnectionRecord, seed: int | None
+    ) -> None:
+        self.ws = ws
+        self.record = record
+        self.rng = random.Random(None if seed is None else f"{seed}:{record.index}")
+        self.symbols: list[str] = []  # guarded by FeedServer._lock
+        self.wake = threading.Event()
+        self.done = threading.Event()
+        self.sender: threading.Thread | None = None
+
+
+class FeedServer:
+    """A threaded EODHD-like feed on `host:port` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        options: SimOptions | None = None,
+        valid_tokens: set[str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.options = options or SimOptions()
+        self.valid_tokens = valid_tokens
+        self._factory = FrameFactory(self.options, PriceBook())
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._records: list[ConnectionRecord] = []
+        self._live: dict[int, _Live] = {}
+        self._sent: list[SentFrame] = []
+        self._trades = 0  # valid trades sent, also when keep_sent is off
+        self._reserved = 0  # trades being sent right now, for max_trades
+        self._handshakes = 0
+        self._silent = False
+        self._stopping = threading.Event()
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> FeedServer:
+        self._server = serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=None,  # EODHD sends no heartbeat; it only answers pings
+            close_timeout=0.3,  # keeps stop() prompt with clients that never reply
+            server_header=None,
+        )
+        self.port = self._server.socket.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="eodhd-sim", daemon=True
+        )
+        self._thread.start()
+        logger.info("EODHD simulator listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()
+        with self._lock:
+            lives = list(self._live.values())
+        for live in lives:
+            live.wake.set()
+        self._server.shutdown()  # closes open sockets with 1001, joins handlers
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._server = None
+        logger.info("EODHD simulator stopped")
+
+    def __enter__(self) -> FeedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.url_for("us")
+
+    def url_for(self, feed: str) -> str:
+        return f"ws://{self.host}:{self.port}/ws/{feed}"
+
+    # -- observation (thread-safe) ---------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """Accepted upgrades so far."""
+        with self._lock:
+            return len(self._records)
+
+    @property
+    def handshake_attempts(self) -> int:
+        """Every HTTP upgrade request, including the ones rejected."""
+        with self._lock:
+            return self._handshakes
+
+    @property
+    def trades_sent(self) -> int:
+        """Valid data frames sent so far, across connections."""
+        with self._lock:
+            return self._trades
+
+    @property
+    def connection_log(self) -> list[ConnectionRecord]:
+        with self._lock:
+            return [replace(r, symbols=list(r.symbols)) for r in self._records]
+
+    def sent_trades(self, connection: int | None = None) -> list[dict]:
+        """Every valid data frame whose send succeeded, in send order."""
+        with self._lock:
+            return [
+                s.frame
+                for s in self._sent
+                if connection is None or s.connection == connection
+            ]
+
+    def sent_frames(self) -> list[SentFrame]:
+        """Like sent_trades(), with the connection index of each frame."""
+        with self._lock:
+            return list(self._sent)
+
+    def wait_for_trades(self, n: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._trades >= n, timeout)
+
+    def wait_for_connections(self, n: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._records) >= n, timeout)
+
+    # -- control -------------------------------------------------------------
+
+    def set_silent(self, flag: bool) -> None:
+        """Stop (or resume) data on every connection; sockets stay open."""
+        with self._lock:
+            self._silent = flag
+            lives = list(self._live.values())
+        for live in lives:
+            live.wake.set()
+
+    def drop_current(self) -> int | None:
+        """Drop the newest open connection abruptly; returns its index."""
+        live = self._target(None)
+        if live is None:
+            return None
+        self._abort(live, "dropped")
+        return live.record.index
+
+    def drop(self, connection: int) -> bool:
+        live = self._target(connection)
+        if live is None:
+            return False
+        self._abort(live, "dropped")
+        return True
+
+    def inject(self, frame: str | bytes, connection: int | None = None) -> bool:
+        """Send a raw frame (str: text, bytes: binary) to the newest or the given
+        open connection. Not recorded in sent_trades()."""
+        live = self._target(connection)
+        if live is None:
+            return False
+        try:
+            live.ws.send(frame)
+        except (ConnectionClosed, OSError):
+            return False
+        with self._lock:
+            live.record.injected += 1
+        return True
+
+    # -- internals -------------------------------------------------------------
+
+    def _target(self, connection: int | None) -> _Live | None:
+        with self._lock:
+            # A connection already being dropped or closed is no longer a target.
+            open_ = {i: v for i, v in self._live.items() if v.record.ended is None}
+            if connection is not None:
+                return open_.get(connection)
+            return open_[max(open_)] if open_ else None
+
+    def _token_ok(self, token: str) -> bool:
+        if self.valid_tokens is None:
+            return bool(token)
+        return token in self.valid_tokens
+
+    def _process_request(
+        self, ws: ServerConnection, request: Request
+    ) -> Response | None:
+        with self._lock:
+            attempt = self._handshakes
+            self._handshakes += 1
+        forced = _per_connection(self.options.reject_handshake, attempt)
+        if forced is not None:
+            return ws.respond(forced, "Rejected by the simulator\n")
+        feed, token = _parse_path(request.path)
+        if feed not in FEEDS:
+            return ws.respond(HTTPStatus.NOT_FOUND, "Unknown feed\n")
+        status = self.options.reject_bad_token_http
+        if status is not None and not self._token_ok(token):
+            return ws.respond(status, "Unauthorized\n")
+        return None
+
+    def _handle(self, ws: ServerConnection) -> None:
+        feed, token = _parse_path(ws.request.path if ws.request else "")
+        with self._changed:
+            record = ConnectionRecord(
+                index=len(self._records), feed=feed, token=token, opened_at=time.time()
+            )
+            self._records.append(record)
+            live = _Live(ws, record, self.options.seed)
+            self._live[record.index] = live
+            self._changed.notify_all()
+        logger.info("connection %s opened on /ws/%s", record.index, feed)
+        try:
+            self._converse(live)
+        except ConnectionClosed:
+            pass
+        finally:
+            live.done.set()
+            live.wake.set()
+            if live.sender is not None:
+                live.sender.join(timeout=2)
+            with self._changed:
+                if record.ended is None:
+                    record.ended = (
+                        "server-stopped" if self._stopping.is_set() else "client-closed"
+                    )
+                record.closed_at = time.time()
+                self._live.pop(record.index, None)
+                self._changed.notify_all()
+            logger.info(
+                "connection %s ended (%s) after %s trades",
+                record.index,
+                record.ended,
+                record.trades_sent,
+            )
+
+    def _converse(self, live: _Live) -> None:
+        """One connection, from the upgrade to its end (runs in the handler)."""
+        opts = self.options
+        ws, record = live.ws, live.record
+        if not self._token_ok(record.token):
+            self._end(live, "bad-token", STATUS_FRAMES[403])
+            return
+        error = _per_connection(opts.error_on_connect, record.index)
+        if error == 403:
+            self._end(live, "error-403", STATUS_FRAMES[403])
+            return
+        early = None
+        if opts.authorize_delay > 0:
+            try:
+                early = ws.recv(timeout=opts.authorize_delay)
+            except TimeoutError:
+                early = None
+            if early is not None and opts.reject_early_subscribe:
+                self._end(live, "early-subscribe", STATUS_FRAMES[500])
+                return
+        ws.send(AUTHORIZED)
+        if error == 500:
+            # The real feed faults a moment after authorising.
+            if not self._stopping.wait(0.2):
+                self._end(live, "error-500", STATUS_FRAMES[500])
+            return
+        live.sender = threading.Thread(
+            target=self._send_loop,
+            args=(live,),
+            name=f"eodhd-sim-send-{record.index}",
+            daemon=True,
+        )
+        live.sender.start()
+        if early is not None and self._on_message(live, early, error):
+            return
+        for message in ws:
+            if self._on_message(live, message, error):
+                return
+
+    def _end(self, live: _Live, reason: str, status_frame: str) -> None:
+        with self._lock:
+            live.record.ended = reason
+        try:
+            live.ws.send(status_frame)
+        except (ConnectionClosed, OSError):
+            pass
+        # Returning from the handler then closes the socket with a close frame.
+
+    def _on_message(self, live: _Live, message: str | bytes, error: int | None) -> bool:
+        """Handles one client message; True ends the connection."""
+        try:
+            data = orjson.loads(message)
+            action = data["action"]
+            symbols = [s.strip() for s in str(data["symbols"]).split(",") if s.strip()]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            logger.debug("connection %s: ignoring %r", live.record.index, message)
+            return False
+        if action == "subscribe" and error == 422:
+            self._end(live, "error-422", STATUS_FRAMES[422])
+            return True
+        with self._lock:
+            current = set(live.symbols)
+            if action == "subscribe":
+                wanted = current | set(symbols)
+                if len(wanted) > self.options.max_symbols:
+                    wanted = None
+                live.record.subscribes += 1
+            elif action == "unsubscribe":
+                wanted = current - set(symbols)
+            else:
+                return False
+            if wanted is not None:
+                live.symbols = sorted(wanted)
+                live.record.symbols = list(live.symbols)
+        if wanted is None:
+            # Over the limit: the whole request is refused, the socket stays up.
+            live.ws.send(STATUS_FRAMES[422])
+        live.wake.set()
+        return False
+
+    def _may_send(self, live: _Live) -> bool:
+        opts = self.options
+        with self._lock:
+            if not live.symbols or self._silent:
+                return False
+            if opts.silence_after is not None:
+                if live.record.trades_sent >= opts.silence_after:
+                    return False
+            if opts.max_trades is not None:
+                if self._trades + self._reserved >= opts.max_trades:
+                    return False
+            return True
+
+    def _send_loop(self, live: _Live) -> None:
+        interval = 1.0 / self.options.rate if self.options.rate > 0 else None
+        next_at = time.monotonic()
+        while not live.done.is_set() and not self._stopping.is_set():
+            live.wake.clear()  # cleared first, so a set() from now on is not lost
+            if interval is None or not self._may_send(live):
+                live.wake.wait(0.5)
+                next_at = time.monotonic()
+                continue
+            now = time.monotonic()
+            if now < next_at:
+                live.wake.wait(next_at - now)
+                continue
+            # Catch up after a slow wake, but never burst more than ~0.2 s worth.
+            next_at = max(next_at + interval, now - 0.2)
+            if not self._send_one(live):
+                return
+
+    def _send_one(self, live: _Live) -> bool:
+        """Sends one slot's frame; False when the socket is gone."""
+        opts, rng, record = self.options, live.rng, live.record
+        with self._lock:
+            symbols = list(live.symbols)
+        if not symbols:
+            return True
+        if opts.malformed_prob and rng.random() < opts.malformed_prob:
+            text = self._factory.malformed(rng.choice(symbols), rng)
+            if not self._send_text(live, text):
+                return False
+            with self._lock:
+                record.malformed_sent += 1
+            return True
+        if opts.symbols_extra and rng.random() < EXTRA_PROB:
+            others = [s for s in EXTRA_SYMBOLS if s not in symbols]
+            if others:
+                frame = self._factory.frame(record.feed, rng.choice(others), rng)
+                if not self._send_text(live, orjson.dumps(frame).decode()):
+                    return False
+                with self._lock:
+                    record.extras_sent += 1
+                return True
+        frame = self._factory.frame(record.feed, rng.choice(symbols), rng)
+        with self._lock:
+            self._reserved += 1
+        sent = self._send_text(live, orjson.dumps(frame).decode())
+        with self._changed:
+            self._reserved -= 1
+            if sent:
+                record.trades_sent += 1
+                self._trades += 1
+                if opts.keep_sent:
+                    self._sent.append(SentFrame(record.index, frame))
+                self._changed.notify_all()
+            count = record.trades_sent
+        if not sent:
+            return False
+        if count == _per_connection(opts.drop_after, record.index):
+            self._abort(live, "dropped")
+            return False
+        return True
+
+    def _send_text(self, live: _Live, text: str) -> bool:
+        try:
+            live.ws.send(text)
+        except (ConnectionClosed, OSError):
+            return False
+        return True
+
+    def _abort(self, live: _Live, reason: str) -> None:
+        """Cut the TCP connection without a close frame, like a network drop.
+
+        shutdown() rather than an RST: bytes already handed to the kernel still
+        reach the client, so everything in sent_trades() was really delivered."""
+        with self._lock:
+            if live.record.ended is None:
+                live.record.ended = reason
+        try:
+            live.ws.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        live.wake.set()
+
+
+def _parse_path(path: str) -> tuple[str, str]:
+    """'/ws/us?api_token=K' -> ('us', 'K'); feed is '' for any other path."""
+    parts = urlsplit(path)
+    segments = parts.path.strip("/").split("/")
+    feed = segments[1] if len(segments) == 2 and segments[0] == "ws" else ""
+    token = parse_qs(parts.query).get("api_token", [""])[0]
+    return feed, token
