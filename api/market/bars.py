@@ -1,0 +1,405 @@
+"""Trades -> 1-second bars (with revisions) and 100-trade candles. Pure.
+
+Both builders are single-threaded: the aggregator thread owns them. Time is passed
+in (epoch seconds as floats); nothing here reads a clock.
+"""
+
+import math
+from bisect import bisect_left, insort
+from dataclasses import dataclass
+from decimal import Context, Decimal, localcontext
+from operator import mul
+
+from api.market.messages import Trade
+
+# Enough digits that sums of price*size never round: parse_frame bounds every
+# value to 20 significant digits, at most 20 after the point, price < 1e9 and
+# size < 1e12, so a product spans < 62 digits and a sum of them a few more.
+_EXACT = Context(prec=120)
+_PERCENT = Decimal("0.000001")
+_VWAP = Decimal("0.0000000001")  # the database keeps 10 decimal places
+_HUNDRED = Decimal(100)
+_ZERO = Decimal(0)
+
+FUTURE_LIMIT = 60.0  # seconds ahead of now beyond which a trade's clock is wrong
+MOMENTUM_SPAN = 5  # seconds looked back by price_momentum_5sec
+
+
+@dataclass(frozen=True, slots=True)
+class SecondBar:
+    symbol: str
+    second: int  # epoch second (UTC) the bar starts at
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    tick_count: int
+    vwap: Decimal | None  # None when volume is 0
+    first_ts_ms: int
+    last_ts_ms: int
+    price_change_1sec: Decimal | None
+    price_momentum_5sec: Decimal | None
+    revision: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TickCandle:
+    symbol: str
+    number: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    tick_count: int
+    first_ts_ms: int
+    last_ts_ms: int
+    duration_seconds: Decimal
+    completed_at_ms: int
+
+
+class _Bucket:
+    """An open second's trades as parallel lists.
+
+    Holding the Decimals and ints rather than the Trades lets each Trade be freed
+    at once: thousands of live Trades per second would keep the cyclic garbage
+    collector busy (Decimals and ints are not tracked by it).
+    """
+
+    __slots__ = ("prices", "sizes", "stamps")
+
+    def __init__(self, trade: Trade) -> None:
+        self.prices = [trade.price]
+        self.sizes = [trade.size]
+        self.stamps = [trade.ts_ms]
+
+
+class _Acc:
+    """A closed second's running totals, kept so late trades can be merged."""
+
+    __slots__ = (
+        "open",
+        "open_ts",
+        "close",
+        "close_ts",
+        "high",
+        "low",
+        "volume",
+        "pv",
+        "count",
+    )
+
+    def __init__(self, bucket: _Bucket) -> None:
+        # C builtins over plain lists: this runs once per trade per second.
+        prices, sizes, stamps = bucket.prices, bucket.sizes, bucket.stamps
+        first_ts, last_ts = min(stamps), max(stamps)
+        # Open is the first arrived of the earliest, close the last arrived of
+        # the latest.
+        self.open = prices[stamps.index(first_ts)]
+        self.close = prices[len(stamps) - 1 - stamps[::-1].index(last_ts)]
+        self.open_ts, self.close_ts = first_ts, last_ts
+        self.count = len(stamps)
+        if self.count == 1:
+            self.high = self.low = prices[0]
+            self.volume = sizes[0]
+            self.pv = _EXACT.multiply(prices[0], sizes[0])
+            return
+        self.high = max(prices)
+        self.low = min(prices)
+        with localcontext(_EXACT):
+            self.volume = sum(sizes, _ZERO)
+            self.pv = sum(map(mul, prices, sizes), _ZERO)
+
+    def merge(self, trade: Trade) -> None:
+        # The trade arrived after all others: on a ts tie it is not the open but
+        # it is the close.
+        price, ts = trade.price, trade.ts_ms
+        if ts < self.open_ts:
+            self.open, self.open_ts = price, ts
+        if ts >= self.close_ts:
+            self.close, self.close_ts = price, ts
+        if price > self.high:
+            self.high = price
+        if price < self.low:
+            self.low = price
+        self.volume = _EXACT.add(self.volume, trade.size)
+        self.pv = _EXACT.add(self.pv, _EXACT.multiply(price, trade.size))
+        self.count += 1
+
+
+class _Kept:
+    """One symbol's closed bars still open to revision, by ascending second."""
+
+    __slots__ = ("seconds", "bars", "released")
+
+    def __init__(self) -> None:
+        self.seconds: list[int] = []
+        self.bars: dict[int, _Acc] = {}
+        # (second, close) of the newest bar let go, for price_change_1sec.
+        self.released: tuple[int, Decimal] | None = None
+
+    def add(self, second: int, acc: _Acc) -> None:
+        if not self.seconds or self.seconds[-1] < second:
+            self.seconds.append(second)
+        else:
+            insort(self.seconds, second)
+        self.bars[second] = acc
+
+    def previous_close(self, second: int) -> Decimal | None:
+        i = bisect_left(self.seconds, second)
+        if i:
+            return self.bars[self.seconds[i - 1]].close
+        if self.released is not None and self.released[0] < second:
+            return self.released[1]
+        return None
+
+    def momentum_base(self, second: int) -> Decimal | None:
+        seconds = self.seconds
+        i = bisect_left(seconds, second - MOMENTUM_SPAN)
+        if i < len(seconds) and seconds[i] < second:
+            return self.bars[seconds[i]].close
+        return None
+
+
+def _percent(new: Decimal, old: Decimal | None) -> Decimal | None:
+    if old is None or not old:
+        return None
+    return _EXACT.quantize(
+        _EXACT.multiply(_EXACT.divide(_EXACT.subtract(new, old), old), _HUNDRED),
+        _PERCENT,
+    )
+
+
+class SecondBars:
+    """Trades -> one bar per (symbol, UTC second of the exchange timestamp).
+
+    A second closes once the wall clock passes its end plus `grace`. A trade for a
+    closed second within `revision_window` is merged into the kept bar, which is
+    emitted again with revision=True; an older one is dropped and counted.
+    """
+
+    def __init__(self, grace: float = 2.0, revision_window: float = 300.0) -> None:
+        if grace < 0 or revision_window < 0:
+            raise ValueError("grace and revision_window must not be negative")
+        self.grace = grace
+        self.revision_window = revision_window
+        # Kept a little past the window so a revised bar at its edge still sees
+        # the bars its price_change/momentum are computed from.
+        self._keep_for = revision_window + MOMENTUM_SPAN + 1
+        self._open: dict[str, dict[int, _Bucket]] = {}
+        self._n_open = 0
+        self._min_open: float = math.inf
+        self._closed_below: float = -math.inf  # every second below this is closed
+        self._kept: dict[str, _Kept] = {}
+        self._n_kept = 0
+        self._dirty: set[tuple[str, int]] = set()
+        self.bars_closed = 0
+        self.revisions = 0
+        self.late_trades = 0
+        self.dropped_too_late = 0
+        self.dropped_future = 0
+
+    def add(self, trade: Trade, now: float) -> None:
+        ts = trade.ts_ms
+        second = ts // 1000
+        if second >= self._closed_below:
+            if ts > (now + FUTURE_LIMIT) * 1000:
+                # A bad exchange clock must not create a bucket that never closes.
+                self.dropped_future += 1
+                return
+            buckets = self._open.get(trade.symbol)
+            if buckets is None:
+                buckets = self._open[trade.symbol] = {}
+            bucket = buckets.get(second)
+            if bucket is None:
+                buckets[second] = _Bucket(trade)
+                self._n_open += 1
+                if second < self._min_open:
+                    self._min_open = second
+            else:
+                bucket.prices.append(trade.price)
+                bucket.sizes.append(trade.size)
+                bucket.stamps.append(ts)
+            return
+        self._add_late(trade, second, now)
+
+    def _add_late(self, trade: Trade, second: int, now: float) -> None:
+        if now - (second + 1) > self.revision_window:
+            self.dropped_too_late += 1
+            return
+        kept = self._kept.get(trade.symbol)
+        if kept is None:
+            kept = self._kept[trade.symbol] = _Kept()
+        acc = kept.bars.get(second)
+        if acc is None:
+            # The second closed without trades: its first bar is still emitted
+            # as a revision, since it comes after the second closed.
+            kept.add(second, _Acc(_Bucket(trade)))
+            self._n_kept += 1
+        else:
+            acc.merge(trade)
+        self._dirty.add((trade.symbol, second))
+        self.late_trades += 1
+
+    def close_until(self, now: float) -> list[SecondBar]:
+        """Close seconds whose end + grace <= now; then emit pending revisions."""
+        if now != now:  # NaN: no answer about time, close nothing
+            return []
+        watermark = self._watermark(now)
+        if watermark > self._closed_below:
+            self._closed_below = watermark
+        out: list[SecondBar] = []
+        if self._min_open < self._closed_below:
+            self._close_buckets(out)
+        if self._dirty:
+            dirty = sorted(self._dirty, key=lambda key: (key[1], key[0]))
+            self._dirty.clear()
+            for symbol, second in dirty:
+                out.append(self._emit(symbol, second, revision=True))
+            self.revisions += len(dirty)
+        self._release(now)
+        return out
+
+    def _watermark(self, now: float) -> float:
+        # The smallest second s with s + 1 + grace > now, checked exactly.
+        if now == math.inf:
+            return math.inf
+        if now == -math.inf:
+            return -math.inf
+        s = math.floor(now - 1 - self.grace)
+        while s + 1 + self.grace > now:
+            s -= 1
+        while s + 2 + self.grace <= now:
+            s += 1
+        return s + 1
+
+    def _close_buckets(self, out: list[SecondBar]) -> None:
+        limit = self._closed_below
+        closing: list[tuple[int, str, _Bucket]] = []
+        min_open = math.inf
+        for symbol, buckets in self._open.items():
+            for second in [s for s in buckets if s < limit]:
+                closing.append((second, symbol, buckets.pop(second)))
+            for second in buckets:
+                if second < min_open:
+                    min_open = second
+        self._min_open = min_open
+        self._n_open -= len(closing)
+        # Ascending seconds, so each bar finds its predecessors already kept.
+        closing.sort(key=lambda item: (item[0], item[1]))
+        for second, symbol, bucket in closing:
+            kept = self._kept.get(symbol)
+            if kept is None:
+                kept = self._kept[symbol] = _Kept()
+            kept.add(second, _Acc(bucket))
+            self._n_kept += 1
+            out.append(self._emit(symbol, second, revision=False))
+        self.bars_closed += len(closing)
+
+    def _emit(self, symbol: str, second: int, revision: bool) -> SecondBar:
+        # A revision recomputes only its own change/momentum; later bars keep the
+        # values they were emitted with (cascading would rewrite many stored rows
+        # for one late print).
+        kept = self._kept[symbol]
+        acc = kept.bars[second]
+        vwap = None
+        if acc.volume:
+            vwap = _EXACT.quantize(_EXACT.divide(acc.pv, acc.volume), _VWAP)
+        return SecondBar(
+            symbol=symbol,
+            second=second,
+            open=acc.open,
+            high=acc.high,
+            low=acc.low,
+            close=acc.close,
+            volume=acc.volume,
+            tick_count=acc.count,
+            vwap=vwap,
+            first_ts_ms=acc.open_ts,
+            last_ts_ms=acc.close_ts,
+            price_change_1sec=_percent(acc.close, kept.previous_close(second)),
+            price_momentum_5sec=_percent(acc.close, kept.momentum_base(second)),
+            revision=revision,
+        )
+
+    def _release(self, now: float) -> None:
+        horizon = now - self._keep_for - 1  # seconds below this are let go
+        for kept in self._kept.values():
+            seconds = kept.seconds
+            if not seconds or seconds[0] >= horizon:
+                continue
+            n = bisect_left(seconds, horizon)
+            newest = seconds[n - 1]
+            kept.released = (newest, kept.bars[newest].close)
+            for second in seconds[:n]:
+                del kept.bars[second]
+            del seconds[:n]
+            self._n_kept -= n
+
+    def open_seconds(self) -> int:
+        return self._n_open
+
+    def retained(self) -> int:
+        return self._n_kept
+
+
+class TickBars:
+    """Trades -> one candle per `size` trades of a symbol, in arrival order."""
+
+    def __init__(self, size: int = 100) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self._pending: dict[str, list[Trade]] = {}
+        self._next: dict[str, int] = {}
+
+    def set_next_number(self, symbol: str, number: int) -> None:
+        self._next[symbol] = number
+
+    def add(self, trade: Trade) -> TickCandle | None:
+        trades = self._pending.get(trade.symbol)
+        if trades is None:
+            trades = self._pending[trade.symbol] = []
+        trades.append(trade)
+        if len(trades) < self.size:
+            return None
+        self._pending[trade.symbol] = []
+        return self._candle(trade.symbol, trades)
+
+    def _candle(self, symbol: str, trades: list[Trade]) -> TickCandle:
+        number = self._next.get(symbol, 1)
+        self._next[symbol] = number + 1
+        prices = [t.price for t in trades]
+        stamps = [t.ts_ms for t in trades]
+        with localcontext(_EXACT):
+            volume = sum([t.size for t in trades], _ZERO)
+        first_ts, last_ts = min(stamps), max(stamps)
+        return TickCandle(
+            symbol=symbol,
+            number=number,
+            open=prices[0],
+            high=max(prices),
+            low=min(prices),
+            close=prices[-1],
+            volume=volume,
+            tick_count=len(trades),
+            first_ts_ms=first_ts,
+            last_ts_ms=last_ts,
+            duration_seconds=Decimal(last_ts - first_ts).scaleb(-3),
+            completed_at_ms=last_ts,
+        )
+
+    def pending(self, symbol: str) -> list[Trade]:
+        return list(self._pending.get(symbol, ()))
+
+    def restore(self, symbol: str, trades: list[Trade]) -> None:
+        """Continue a partial candle (after a restart) from its trades in order."""
+        if len(trades) >= self.size:
+            raise ValueError("a partial candle holds fewer than size trades")
+        if any(trade.symbol != symbol for trade in trades):
+            raise ValueError("every restored trade must be of the symbol")
+        self._pending[symbol] = list(trades)
+
+    def pending_count(self) -> int:
+        return sum(map(len, self._pending.values()))
