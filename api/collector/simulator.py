@@ -114,7 +114,7 @@ class ConnectionRecord:
     index: int
     feed: str
     token: str
-    opened_at: float
+    opened_at: float  # by the options clock, like the trades' `t`
     closed_at: float | None = None
     symbols: list[str] = field(default_factory=list)  # current subscription
     subscribes: int = 0
@@ -482,7 +482,10 @@ class FeedServer:
         feed, token = _parse_path(ws.request.path if ws.request else "")
         with self._changed:
             record = ConnectionRecord(
-                index=len(self._records), feed=feed, token=token, opened_at=time.time()
+                index=len(self._records),
+                feed=feed,
+                token=token,
+                opened_at=self.options.clock(),
             )
             self._records.append(record)
             live = _Live(ws, record, self.options.seed)
@@ -503,7 +506,7 @@ class FeedServer:
                     record.ended = (
                         "server-stopped" if self._stopping.is_set() else "client-closed"
                     )
-                record.closed_at = time.time()
+                record.closed_at = self.options.clock()
                 self._live.pop(record.index, None)
                 self._changed.notify_all()
             logger.info(

@@ -1,0 +1,355 @@
+"""The receiver: one WebSocket connection to EODHD, parsed trades handed on in
+batches. It never touches the database."""
+
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websocket
+
+from api.collector.clock import Clock
+from api.collector.session import SessionGate
+from api.collector.throttle import LogThrottle
+from api.collector.worker import Worker
+from api.market.backoff import Backoff
+from api.market.messages import Malformed, Status, Trade, parse_frame
+from api.redact import mask_token
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 256
+BATCH_AGE = 0.05  # seconds a partial batch may wait before it is handed on
+RECV_TIMEOUT = 0.25  # how often the receive loop looks at stop/reconnect requests
+
+
+@dataclass
+class FeedPolicy:
+    """How the receiver waits and reconnects. Defaults follow EODHD's behaviour."""
+
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    auth_failure_delay: float = 300.0  # 403 / 401: wrong key or plan
+    symbol_limit_delay: float = 30.0  # 422: grows by this much each time
+    symbol_limit_cap: float = 300.0
+    authorize_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    ping_interval: float = 20.0
+    pong_timeout: float = 15.0
+
+
+@dataclass
+class FeedStats:
+    """Counters written by the receiver thread only; others just read them."""
+
+    connection_attempts: int = 0
+    connections: int = 0
+    frames: int = 0
+    trades: int = 0
+    malformed: int = 0
+    ignored: int = 0  # trades for symbols not subscribed, quotes
+    queue_full: int = 0
+    reconnects: dict[str, int] = field(default_factory=dict)
+
+
+def with_token(url: str, token: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"api_token": token})) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+class _Reconnect(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Receiver(Worker):
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        symbols: list[str],
+        out: queue.Queue,
+        stop: threading.Event,
+        gate: SessionGate,
+        clock: Clock | None = None,
+        policy: FeedPolicy | None = None,
+    ) -> None:
+        super().__init__("receiver", stop)
+        self.url = url
+        self.token = token
+        self.symbols = list(symbols)
+        self._wanted = frozenset(symbols)
+        self.out = out
+        self.gate = gate
+        self.clock = clock or Clock()
+        self.policy = policy or FeedPolicy()
+        self.stats = FeedStats()
+        self.connected = False
+        # Monotonic time of the last trade on the current connection; reset on
+        # every new connection so a fresh socket is never judged stale.
+        self.last_data_at: float | None = None
+        self.connected_at: float | None = None
+        self._reconnect_request: str | None = None
+        self._backoff = Backoff(
+            base=self.policy.backoff_base, cap=self.policy.backoff_cap
+        )
+        self._symbol_limit_hits = 0
+        self._delivered = False
+        self._last_pong = 0.0
+        self._throttle = LogThrottle(logger)
+
+    # Called from other threads -------------------------------------------------
+
+    def request_reconnect(self, reason: str) -> None:
+        """Ask the receive loop to drop the socket and reconnect (within ~0.25 s)."""
+        self._reconnect_request = reason
+
+    def seconds_since_data(self) -> float | None:
+        if not self.connected or self.last_data_at is None:
+            return None
+        return time.monotonic() - self.last_data_at
+
+    # The receiver thread --------------------------------------------------------
+
+    def work(self) -> None:
+        while not self.stop.is_set():
+            if not self.gate.wait_until_open(self.stop):
+                return
+            reason, delivered = self._run_connection()
+            if self.stop.is_set():
+                return
+            self.stats.reconnects[reason] = self.stats.reconnects.get(reason, 0) + 1
+            delay = self._delay_after(reason, delivered)
+            if delay > 0:
+                logger.warning("🔄 reconnecting in %.1f s (%s)", delay, reason)
+                self.clock.wait(self.stop, delay)
+
+    def _delay_after(self, reason: str, delivered: bool) -> float:
+        if delivered:
+            # A connection that delivered data resets every backoff.
+            self._backoff.reset()
+            self._symbol_limit_hits = 0
+        if reason == "market closed":
+            return 0.0
+        if reason == "auth failed":
+            return self.policy.auth_failure_delay
+        if reason == "symbol limit":
+            self._symbol_limit_hits += 1
+            return min(
+                self.policy.symbol_limit_delay * self._symbol_limit_hits,
+                self.policy.symbol_limit_cap,
+            )
+        return self._backoff.next()
+
+    def _run_connection(self) -> tuple[str, bool]:
+        """One connection from connect to close; returns (why it ended, delivered)."""
+        self.stats.connection_attempts += 1
+        self._reconnect_request = None
+        safe_url = mask_token(with_token(self.url, self.token))
+        try:
+            ws = websocket.create_connection(
+                with_token(self.url, self.token),
+                timeout=self.policy.connect_timeout,
+                skip_utf8_validation=True,
+                sslopt={"cert_reqs": ssl.CERT_REQUIRED},
+                enable_multithread=False,
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            if exc.status_code in (401, 403):
+                logger.error(
+                    "❌ %s refused the connection (HTTP %s): check EODHD_API_KEY and "
+                    "your plan, or too many connections",
+                    safe_url,
+                    exc.status_code,
+                )
+                return "auth failed", False
+            logger.warning(
+                "❌ handshake with %s failed: HTTP %s", safe_url, exc.status_code
+            )
+            return "handshake failed", False
+        except (OSError, websocket.WebSocketException) as exc:
+            logger.warning(
+                "❌ cannot connect to %s: %s", safe_url, mask_token(str(exc))
+            )
+            return "connect failed", False
+
+        self.stats.connections += 1
+        self._delivered = False
+        batch: list[Trade] = []
+        try:
+            ws.settimeout(RECV_TIMEOUT)
+            self._await_authorized(ws)
+            subscribe = {"action": "subscribe", "symbols": ",".join(self.symbols)}
+            ws.send(json.dumps(subscribe))
+            now = time.monotonic()
+            self.connected, self.connected_at, self.last_data_at = True, now, now
+            logger.info(
+                "✅ connected to %s, subscribed to %s",
+                safe_url,
+                ",".join(self.symbols),
+            )
+            self._receive(ws, batch)
+        except _Reconnect as exc:
+            return exc.reason, self._delivered
+        finally:
+            self.connected = False
+            if batch:
+                self._hand_on(batch)
+            try:
+                ws.close(timeout=1)
+            except Exception:  # the socket may already be gone
+                ws.shutdown()
+        return "stopped", False
+
+    def _await_authorized(self, ws: websocket.WebSocket) -> None:
+        deadline = time.monotonic() + self.policy.authorize_timeout
+        while time.monotonic() < deadline:
+            if self.stop.is_set():
+                raise _Reconnect("stopped")
+            data = self._recv(ws)
+            if data is None:
+                continue
+            msg = parse_frame(data)
+            if isinstance(msg, Status):
+                if msg.is_authorized:
+                    return
+                raise _Reconnect(self._status_reason(msg))
+        raise _Reconnect("not authorized in time")
+
+    def _status_reason(self, msg: Status) -> str:
+        if msg.code in (401, 403):
+            logger.error(
+                "❌ EODHD refused the key (%s %s): check EODHD_API_KEY and your plan",
+                msg.code,
+                msg.message,
+            )
+            return "auth failed"
+        if msg.code == 422:
+            logger.error(
+                "❌ EODHD: %s (%d symbols requested; slots of a dead socket stay taken "
+                "for up to ~2 minutes)",
+                msg.message,
+                len(self.symbols),
+            )
+            return "symbol limit"
+        logger.warning("❌ EODHD sent status %s: %s", msg.code, msg.message)
+        return f"server status {msg.code}"
+
+    def _recv(self, ws: websocket.WebSocket) -> bytes | None:
+        """One data frame, or None on timeout or a control frame."""
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            return None
+        except (OSError, websocket.WebSocketException) as exc:
+            raise _Reconnect("connection dropped") from exc
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise _Reconnect("closed by server")
+        if opcode == websocket.ABNF.OPCODE_PONG:
+            self._last_pong = time.monotonic()
+            return None
+        if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+            return data
+        return None
+
+    def _receive(self, ws: websocket.WebSocket, batch: list[Trade]) -> None:
+        """The receive loop; returns only by raising _Reconnect."""
+        policy, stats, wanted = self.policy, self.stats, self._wanted
+        self._last_pong = time.monotonic()
+        ping_due = time.monotonic() + policy.ping_interval
+        pong_wait_since: float | None = None
+        batch_started = 0.0
+        next_check = 0.0
+        while True:
+            data = self._recv(ws)
+            now = time.monotonic()
+            if data is not None:
+                stats.frames += 1
+                msg = parse_frame(data)
+                if type(msg) is Trade:
+                    if msg.symbol in wanted:
+                        stats.trades += 1
+                        if not batch:
+                            batch_started = now
+                        batch.append(msg)
+                        self.last_data_at = now
+                        self._delivered = True
+                    else:
+                        stats.ignored += 1
+                elif isinstance(msg, Malformed):
+                    stats.malformed += 1
+                    self._throttle.log(
+                        logging.WARNING,
+                        "malformed",
+                        now,
+                        "⚠️ skipped a malformed frame (%s): %s",
+                        msg.reason,
+                        mask_token(msg.excerpt),
+                    )
+                elif isinstance(msg, Status):
+                    raise _Reconnect(self._status_reason(msg))
+                else:
+                    stats.ignored += 1
+            if batch and (
+                data is None
+                or len(batch) >= BATCH_SIZE
+                or now - batch_started >= BATCH_AGE
+            ):
+                self._hand_on(batch)
+                batch.clear()
+            if now < next_check:
+                continue
+            # Housekeeping a few times a second, off the per-frame path.
+            next_check = now + RECV_TIMEOUT
+            if self.stop.is_set():
+                raise _Reconnect("stopped")
+            if self._reconnect_request:
+                raise _Reconnect(self._reconnect_request)
+            if not self.gate.is_open():
+                logger.info("🔔 market closed: disconnecting until the next session")
+                raise _Reconnect("market closed")
+            if pong_wait_since is not None and self._last_pong >= pong_wait_since:
+                pong_wait_since = None
+            if (
+                pong_wait_since is not None
+                and now - pong_wait_since > policy.pong_timeout
+            ):
+                raise _Reconnect("pong timeout")
+            if now >= ping_due:
+                try:
+                    ws.ping()
+                except (OSError, websocket.WebSocketException) as exc:
+                    raise _Reconnect("connection dropped") from exc
+                if pong_wait_since is None:
+                    pong_wait_since = now
+                ping_due = now + policy.ping_interval
+
+    def _hand_on(self, batch: list[Trade]) -> None:
+        """Give a batch to the aggregator; wait (counted, logged) rather than drop."""
+        items = list(batch)
+        tries_after_stop = 0
+        while True:
+            try:
+                self.out.put(items, timeout=0.5)
+                return
+            except queue.Full:
+                self.stats.queue_full += 1
+                self._throttle.log(
+                    logging.ERROR,
+                    "queue full",
+                    time.monotonic(),
+                    "❌ the aggregator's queue is full; the receiver is waiting",
+                )
+                if self.stop.is_set():
+                    tries_after_stop += 1
+                    if tries_after_stop >= 10:
+                        # Shutting down and the aggregator is stuck: say what is lost.
+                        logger.error("❌ dropping %d trades at shutdown", len(items))
+                        return

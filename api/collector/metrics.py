@@ -1,0 +1,239 @@
+"""Prometheus metrics and /healthz, served by the collector on --metrics-port.
+
+The numbers are read from the workers' own counters when Prometheus scrapes, so
+the hot path pays nothing for them."""
+
+import bisect
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+logger = logging.getLogger(__name__)
+
+# Delay from a second's end to its bar's commit; the grace period is included.
+DELAY_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class DelayHistogram:
+    """Bucket counts kept by the writer thread (one update per bar, not per trade)."""
+
+    def __init__(self, bounds: tuple[float, ...] = DELAY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        out, running = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", self.n))
+        return out
+
+
+class CollectorExporter:
+    """A prometheus_client custom collector reading a running Collector."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def collect(self):
+        app = self.app
+        r, a, w = app.receiver, app.aggregator, app.writer
+        if r is None or a is None or w is None:
+            return
+
+        def counter(name, doc, value, labels=None, label_values=None):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            if labels:
+                for values, v in label_values:
+                    family.add_metric(values, v)
+            else:
+                family.add_metric([], value)
+            return family
+
+        def gauge(name, doc, value):
+            return GaugeMetricFamily(name, doc, value=value)
+
+        yield counter(
+            "collector_frames_received", "WebSocket data frames", r.stats.frames
+        )
+        yield counter(
+            "collector_trades_accepted", "Trades for subscribed symbols", r.stats.trades
+        )
+        yield counter(
+            "collector_malformed_frames",
+            "Frames skipped as malformed",
+            r.stats.malformed,
+        )
+        yield counter(
+            "collector_ignored_frames",
+            "Frames for other symbols or quotes",
+            r.stats.ignored,
+        )
+        yield counter(
+            "collector_late_trades",
+            "Trades merged into a closed second",
+            a.seconds.late_trades,
+        )
+        yield counter(
+            "collector_revisions", "Revised 1-second bars emitted", a.seconds.revisions
+        )
+        yield counter(
+            "collector_dropped_too_late",
+            "Trades older than the revision window",
+            a.seconds.dropped_too_late,
+        )
+        yield counter(
+            "collector_bars_written",
+            "Bars committed to the database",
+            None,
+            ["kind"],
+            [
+                (["second"], w.stats.bars_written),
+                (["second_revision"], w.stats.revisions_written),
+                (["tick100"], w.stats.candles_written),
+            ],
+        )
+        by_symbol = sorted(w.stats.bars_by_symbol.items())
+        yield counter(
+            "collector_symbol_bars_written",
+            "1-second bars committed, per symbol",
+            None,
+            ["symbol"],
+            [([symbol], n) for symbol, n in by_symbol],
+        )
+        yield counter(
+            "collector_write_retries",
+            "Failed database write attempts",
+            w.stats.failed_attempts,
+        )
+        yield counter(
+            "collector_db_statements", "Upsert statements sent", w.stats.statements
+        )
+        reasons = sorted(r.stats.reconnects.items())
+        yield counter(
+            "collector_reconnects",
+            "Reconnects by reason",
+            None,
+            ["reason"],
+            [([reason], n) for reason, n in reasons],
+        )
+        yield gauge(
+            "collector_connected", "1 when the feed socket is up", int(r.connected)
+        )
+        silent = r.seconds_since_data()
+        yield gauge(
+            "collector_seconds_since_data",
+            "Seconds since the last trade on this connection (-1: not connected)",
+            -1 if silent is None else silent,
+        )
+        yield gauge(
+            "collector_trade_queue_batches",
+            "Receiver to aggregator queue",
+            app.trades_queue.qsize(),
+        )
+        yield gauge(
+            "collector_bar_queue_batches",
+            "Aggregator to writer queue",
+            app.bars_queue.qsize(),
+        )
+        yield gauge("collector_bars_waiting", "Bars not yet committed", w.waiting)
+        yield gauge(
+            "collector_open_seconds",
+            "Seconds still open for trades",
+            a.seconds.open_seconds(),
+        )
+        yield gauge(
+            "collector_pending_ticks",
+            "Trades in partial 100-trade bars",
+            a.ticks.pending_count(),
+        )
+        yield gauge(
+            "collector_market_open",
+            "1 while the session is open",
+            int(app.gate.is_open()),
+        )
+        hist = w.stats.delay_histogram
+        family = HistogramMetricFamily(
+            "collector_commit_delay_seconds",
+            "Delay from a second's end to its bar's commit (grace included)",
+        )
+        family.add_metric([], hist.buckets(), sum_value=hist.total)
+        yield family
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "MetricsServer"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body = generate_latest(self.server.registry)
+            self._send(200, CONTENT_TYPE_LATEST, body)
+        elif path == "/healthz":
+            status, payload = self.server.health()
+            self._send(status, "application/json", json.dumps(payload).encode())
+        else:
+            self._send(404, "text/plain", b"not found\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args) -> None:  # scrapes are not news
+        return
+
+
+class MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
+        self.app = app
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(CollectorExporter(app))
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def health(self) -> tuple[int, dict]:
+        verdict = self.app.verdict()
+        payload = {
+            "status": "ok" if verdict.healthy else "unhealthy",
+            "state": verdict.state,
+            "reason": verdict.reason,
+        }
+        return (200 if verdict.healthy else 503), payload
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        logger.info(
+            "📈 metrics on http://%s:%d/metrics and /healthz", *self.server_address[:2]
+        )
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

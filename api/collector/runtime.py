@@ -1,0 +1,279 @@
+"""Wires the collector's threads together, runs them, and shuts them down."""
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from django.db import DatabaseError, connection
+from django.db.models import Max
+
+from api.collector.aggregator import Aggregator
+from api.collector.clock import Clock
+from api.collector.feed import FeedPolicy, Receiver
+from api.collector.metrics import MetricsServer
+from api.collector.monitor import HealthMonitor
+from api.collector.session import SessionGate
+from api.collector.writer import Writer
+from api.market.health import Verdict, judge
+from api.models import Ticker
+from api.redact import mask_token
+from api.sentiment.engine import NewsPoller, SentimentEngine, SharedArticles
+from api.sentiment.holder import LatestScores
+from api.sentiment.news import NewsClient
+
+logger = logging.getLogger(__name__)
+
+QUEUE_BATCHES = 4096  # receiver -> aggregator, in batches of up to 256 trades
+
+
+@dataclass
+class CollectorConfig:
+    symbols: list[str]
+    ws_url: str
+    api_key: str
+    skip_market_hours: bool = False
+    extended_hours: bool = False
+    stale_after: float = 120.0
+    grace: float = 2.0
+    revision_window: float = 300.0
+    verbose: bool = False
+    source: str = "eodhd_ws"
+    max_pending: int = 500_000
+    policy: FeedPolicy = field(default_factory=FeedPolicy)
+    health_check_interval: float = 10.0
+    health_log_interval: float = 60.0
+    flush_interval: float = 0.9
+    metrics_port: int | None = None  # None: off; 0: any free port
+    metrics_host: str = "127.0.0.1"
+    news_enabled: bool = True
+    news_api_base: str = "https://eodhd.com/api"
+    news_poll_interval: float = 60.0
+    sentiment_weights: tuple[float, float, float] = (0.45, 0.30, 0.25)
+
+
+class Collector:
+    """`run()` blocks until stopped (signal or `stop.set()`) and returns the exit
+    code: 0 for a clean stop, 1 when a worker crashed."""
+
+    def __init__(self, config: CollectorConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.stop = threading.Event()
+        self.gate = SessionGate(
+            always_open=config.skip_market_hours,
+            extended=config.extended_hours,
+            clock=self.clock,
+        )
+        self.scores = LatestScores()
+        self.started_at = time.monotonic()
+        self.trades_queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.bars_queue: queue.Queue = queue.Queue()
+        self.receiver: Receiver | None = None
+        self.aggregator: Aggregator | None = None
+        self.writer: Writer | None = None
+        self.monitor: HealthMonitor | None = None
+        self.sentiment: SentimentEngine | None = None
+        self.news: NewsPoller | None = None
+        self.metrics: MetricsServer | None = None
+        self.sentiment_queue: queue.Queue = queue.Queue(maxsize=10_000)
+
+    # Startup --------------------------------------------------------------------
+
+    def prepare(self) -> dict[str, int] | None:
+        """Create the tickers and read where 100-trade numbering resumes. Waits
+        (interruptibly) while the database is unreachable; None if stopped."""
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                numbers = {}
+                for symbol in self.config.symbols:
+                    ticker, _ = Ticker.objects.get_or_create(symbol=symbol)
+                    last = ticker.tick_candles.aggregate(n=Max("candle_number"))["n"]
+                    numbers[symbol] = (last or 0) + 1
+                return numbers
+            except DatabaseError as exc:
+                logger.error("❌ database unreachable at startup (%s); retrying", exc)
+                connection.close()
+                if self.stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 30.0)
+            finally:
+                connection.close()
+        return None
+
+    def build(self, next_numbers: dict[str, int]) -> None:
+        cfg = self.config
+        self.receiver = Receiver(
+            url=cfg.ws_url,
+            token=cfg.api_key,
+            symbols=cfg.symbols,
+            out=self.trades_queue,
+            stop=self.stop,
+            gate=self.gate,
+            clock=self.clock,
+            policy=cfg.policy,
+        )
+        receiver = self.receiver
+        self.aggregator = Aggregator(
+            inbox=self.trades_queue,
+            outbox=self.bars_queue,
+            stop=self.stop,
+            upstream_done=lambda: not receiver.is_alive(),
+            scores=self.scores,
+            clock=self.clock,
+            grace=cfg.grace,
+            revision_window=cfg.revision_window,
+            next_candle_numbers=next_numbers,
+            sentiment_inbox=self.sentiment_queue,
+            verbose=cfg.verbose,
+        )
+        aggregator = self.aggregator
+        self.writer = Writer(
+            inbox=self.bars_queue,
+            stop=self.stop,
+            upstream_done=lambda: not aggregator.is_alive(),
+            clock=self.clock,
+            flush_interval=cfg.flush_interval,
+            max_pending=cfg.max_pending,
+            source=cfg.source,
+        )
+        articles = SharedArticles()
+        self.sentiment = SentimentEngine(
+            inbox=self.sentiment_queue,
+            scores=self.scores,
+            symbols=cfg.symbols,
+            stop=self.stop,
+            articles=articles,
+            clock=self.clock,
+            weights=cfg.sentiment_weights,
+            verbose=cfg.verbose,
+            news_enabled=cfg.news_enabled,
+        )
+        if cfg.news_enabled:
+            self.news = NewsPoller(
+                client=NewsClient(cfg.news_api_base, cfg.api_key),
+                articles=articles,
+                symbols=cfg.symbols,
+                stop=self.stop,
+                clock=self.clock,
+                poll_interval=cfg.news_poll_interval,
+            )
+        self.monitor = HealthMonitor(
+            receiver=self.receiver,
+            gate=self.gate,
+            stop=self.stop,
+            stale_after=cfg.stale_after,
+            summary=self.summary,
+            check_interval=cfg.health_check_interval,
+            log_interval=cfg.health_log_interval,
+        )
+
+    @property
+    def workers(self) -> list:
+        """In shutdown order: the pipeline drains front to back."""
+        workers = [self.receiver, self.aggregator, self.writer, self.monitor]
+        return [*workers, self.sentiment, self.news]
+
+    # Running --------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Prepare and start every worker; False if stopped during preparation."""
+        cfg = self.config
+        logger.info(
+            "🚀 collector starting: %d symbols (%s), feed %s, %s",
+            len(cfg.symbols),
+            ",".join(cfg.symbols),
+            mask_token(cfg.ws_url),
+            self.gate.status_line(),
+        )
+        numbers = self.prepare()
+        if numbers is None:
+            return False
+        self.build(numbers)
+        for worker in self.workers:
+            if worker is not None:
+                worker.start()
+        if cfg.metrics_port is not None:
+            self.metrics = MetricsServer(
+                self, host=cfg.metrics_host, port=cfg.metrics_port
+            ).start()
+        return True
+
+    def verdict(self) -> Verdict:
+        """Health for /healthz: connected (or rightly waiting), data fresh, and the
+        writer keeping up."""
+        obs = self.monitor.observe()
+        stats = self.writer.stats
+        since_commit = (
+            None
+            if stats.last_commit_at is None
+            else self.clock.now() - stats.last_commit_at
+        )
+        return judge(
+            replace(
+                obs,
+                bars_waiting=self.writer.waiting,
+                max_waiting=self.config.max_pending,
+                seconds_since_commit=since_commit,
+                commit_expected_within=max(30.0, 10 * self.config.grace),
+            )
+        )
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            self._install_signal_handlers()
+        if not self.start():
+            return 0
+        while not self.stop.wait(0.5):
+            pass
+        return self.shutdown()
+
+    def shutdown(self, timeout: float = 9.0) -> int:
+        """Stop, let the pipeline drain in order, report; return the exit code."""
+        self.stop.set()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            if worker is not None and worker.is_alive():
+                worker.join(max(0.05, deadline - time.monotonic()))
+        if self.metrics is not None:
+            self.metrics.stop()
+        # Only the pipeline must finish: a news request in flight may not.
+        pipeline = [self.receiver, self.aggregator, self.writer]
+        stuck = [w.name for w in pipeline if w is not None and w.is_alive()]
+        if stuck:
+            logger.error("❌ workers still running at exit: %s", ", ".join(stuck))
+        logger.info("🏁 session statistics: %s", self.summary())
+        crashed = [w.name for w in self.workers if w is not None and w.failure]
+        return 1 if crashed or stuck else 0
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum, frame):
+            # Only set the flag; the main loop does the shutdown.
+            logger.info("🛑 %s received: shutting down", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # Reporting ------------------------------------------------------------------
+
+    def summary(self) -> str:
+        r, a, w = self.receiver, self.aggregator, self.writer
+        if r is None or a is None or w is None:
+            return "not started"
+        uptime = time.monotonic() - self.started_at
+        state = "connected" if r.connected else "disconnected"
+        seconds = a.seconds
+        return (
+            f"uptime {uptime:.0f}s | {state} ({r.stats.connections} connections) | "
+            f"trades {r.stats.trades} malformed {r.stats.malformed} "
+            f"ignored {r.stats.ignored} | bars written {w.stats.bars_written} "
+            f"revisions {w.stats.revisions_written} "
+            f"100-trade bars {w.stats.candles_written} | waiting {w.waiting} | "
+            f"open seconds {seconds.open_seconds()} late {seconds.late_trades} "
+            f"dropped late {seconds.dropped_too_late} | "
+            f"queue {self.trades_queue.qsize()}"
+        )

@@ -1,0 +1,328 @@
+"""The writer: the only thread that writes bars. One batched idempotent upsert per
+table per flush; retries with backoff; a database outage never drops a bar."""
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+
+from api.collector.aggregator import FINISHED, WriteBatch
+from api.collector.clock import Clock
+from api.collector.metrics import DelayHistogram
+from api.collector.throttle import LogThrottle
+from api.collector.worker import Worker
+from api.market.bars import SecondBar, TickCandle
+from api.models import SecondSnapshot, TickCandle100, Ticker
+from api.sentiment.scoring import Scores
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FIELDS = [
+    "ohlc_1sec_open",
+    "ohlc_1sec_high",
+    "ohlc_1sec_low",
+    "ohlc_1sec_close",
+    "ohlc_1sec_volume",
+    "ohlc_1sec_tick_count",
+    "vwap",
+    "price_momentum_5sec",
+    "price_change_1sec",
+    "composite_score",
+    "news_score_cached",
+    "technical_score_cached",
+    "flow_score_cached",
+    "source",
+    "updated_at",
+]
+CANDLE_FIELDS = [
+    "completed_at",
+    "open",
+    "high",
+    "low",
+    "close",
+    "total_volume",
+    "tick_count",
+    "first_tick_time",
+    "last_tick_time",
+    "duration_seconds",
+    "source",
+]
+RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
+OUTAGE_BACKOFF_CAP = 30.0
+BATCH_ROWS = 2000  # rows per statement when catching up after an outage
+
+
+def utc(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+
+
+@dataclass
+class WriterStats:
+    bars_written: int = 0
+    revisions_written: int = 0
+    candles_written: int = 0
+    flushes: int = 0
+    statements: int = 0
+    failed_attempts: int = 0
+    overflow_dropped: int = 0
+    last_commit_at: float | None = None  # epoch seconds
+    commit_delays: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
+    bars_by_symbol: dict[str, int] = field(default_factory=dict)
+
+
+class Writer(Worker):
+    def __init__(
+        self,
+        *,
+        inbox: queue.Queue,
+        stop: threading.Event,
+        upstream_done: Callable[[], bool],
+        clock: Clock | None = None,
+        flush_interval: float = 0.9,
+        max_pending: int = 500_000,
+        shutdown_deadline: float = 7.0,
+        source: str = "eodhd_ws",
+    ) -> None:
+        super().__init__("writer", stop)
+        self.inbox = inbox
+        self.upstream_done = upstream_done
+        self.clock = clock or Clock()
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.shutdown_deadline = shutdown_deadline
+        self.source = source
+        self.stats = WriterStats()
+        # Keyed so a revision replaces its pending original (last one wins); the
+        # flag says whether the row is new to the database (for stats and delays).
+        self.pending_bars: dict[
+            tuple[str, int], tuple[SecondBar, Scores | None, bool]
+        ] = {}
+        self.pending_candles: dict[tuple[str, int], TickCandle] = {}
+        self._ticker_ids: dict[str, int] = {}
+        self._outage_delay = 0.0
+        self._throttle = LogThrottle(logger)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.pending_bars) + len(self.pending_candles)
+
+    def work(self) -> None:
+        finished = False
+        next_flush = 0.0
+        while not finished:
+            wait = max(0.05, next_flush - time.monotonic()) if self.waiting else 0.5
+            finished = self._collect(wait)
+            if not finished and self.stop.is_set() and self.upstream_done():
+                finished = True  # the aggregator is gone without saying so
+            if self.waiting and time.monotonic() >= next_flush and not finished:
+                ok = self.flush()
+                next_flush = time.monotonic() + (
+                    self.flush_interval if ok else self._next_outage_delay()
+                )
+        self._final_flush()
+
+    def _collect(self, wait: float) -> bool:
+        """Take everything the aggregator has handed on; True once it finished."""
+        try:
+            item = self.inbox.get(timeout=wait)
+        except queue.Empty:
+            return False
+        while True:
+            if item is FINISHED:
+                return True
+            self.add(item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return False
+
+    def add(self, batch: WriteBatch) -> None:
+        pending = self.pending_bars
+        for bar, scores in batch.bars:
+            key = (bar.symbol, bar.second)
+            waiting = pending.get(key)
+            new = not bar.revision or (waiting is not None and waiting[2])
+            pending[key] = (bar, scores, new)
+        for candle in batch.candles:
+            self.pending_candles[(candle.symbol, candle.number)] = candle
+        overflow = self.waiting - self.max_pending
+        if overflow > 0:
+            self._drop_oldest(overflow)
+
+    def _drop_oldest(self, count: int) -> None:
+        oldest = sorted(self.pending_bars, key=lambda key: key[1])[:count]
+        for key in oldest:
+            del self.pending_bars[key]
+        self.stats.overflow_dropped += len(oldest)
+        logger.error(
+            "❌ %d bars waiting exceed the limit of %d: dropped the %d oldest "
+            "(%d dropped so far)",
+            self.waiting + len(oldest),
+            self.max_pending,
+            len(oldest),
+            self.stats.overflow_dropped,
+        )
+
+    def _next_outage_delay(self) -> float:
+        self._outage_delay = min(max(1.0, self._outage_delay * 2), OUTAGE_BACKOFF_CAP)
+        return self._outage_delay
+
+    def flush(self) -> bool:
+        """Write what is pending: up to 1 + 3 attempts. True when all was written."""
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+            if delay:
+                # Sub-second pauses between attempts; they also run during the
+                # final flush after stop was set, so they do not wait on it.
+                time.sleep(delay)
+            # Django only closes stale connections around requests; a long-lived
+            # thread must do it itself, so a database restart is survived.
+            close_old_connections()
+            try:
+                self._write_pending()
+            except (OperationalError, InterfaceError) as exc:
+                self.stats.failed_attempts += 1
+                connection.close()  # never reuse a broken connection
+                self._throttle.log(
+                    logging.WARNING,
+                    "db down",
+                    time.monotonic(),
+                    "❌ database write failed (attempt %d/%d): %s; %d bars waiting",
+                    attempt + 1,
+                    1 + len(RETRY_DELAYS),
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                    self.waiting,
+                )
+            except DatabaseError as exc:
+                self.stats.failed_attempts += 1
+                connection.close()
+                self._throttle.log(
+                    logging.ERROR,
+                    "db error",
+                    time.monotonic(),
+                    "❌ database refused the bars: %s; %d bars waiting",
+                    exc,
+                    self.waiting,
+                )
+            else:
+                if self._outage_delay:
+                    logger.info("✅ database is back: all waiting bars written")
+                self._outage_delay = 0.0
+                return True
+        return False
+
+    def _write_pending(self) -> None:
+        """Upsert pending rows; each table's rows leave `pending` only once stored."""
+        if self.pending_bars:
+            items = sorted(self.pending_bars.items(), key=lambda kv: kv[0][1])
+            rows = [self._snapshot(bar, scores) for _, (bar, scores, _new) in items]
+            self._upsert(SecondSnapshot, rows, ["ticker", "timestamp"], SNAPSHOT_FIELDS)
+            now = self.clock.now()
+            stats = self.stats
+            for key, (bar, _scores, new) in items:
+                # Only drop what was written; a newer revision may have replaced it.
+                if self.pending_bars.get(key, (None,))[0] is bar:
+                    del self.pending_bars[key]
+                if not new:
+                    stats.revisions_written += 1
+                else:
+                    stats.bars_written += 1
+                    delay = now - (bar.second + 1)
+                    stats.commit_delays.append(delay)
+                    stats.delay_histogram.observe(delay)
+                    by_symbol = stats.bars_by_symbol
+                    by_symbol[bar.symbol] = by_symbol.get(bar.symbol, 0) + 1
+            stats.last_commit_at = now
+        if self.pending_candles:
+            items = sorted(self.pending_candles.items(), key=lambda kv: kv[0][1])
+            rows = [self._candle(candle) for _, candle in items]
+            self._upsert(
+                TickCandle100, rows, ["ticker", "candle_number"], CANDLE_FIELDS
+            )
+            for key, _candle in items:
+                self.pending_candles.pop(key, None)
+            self.stats.candles_written += len(items)
+            self.stats.last_commit_at = self.clock.now()
+        self.stats.flushes += 1
+
+    def _upsert(self, model, rows: list, unique: list[str], fields: list[str]) -> None:
+        for start in range(0, len(rows), BATCH_ROWS):
+            model.objects.bulk_create(
+                rows[start : start + BATCH_ROWS],
+                update_conflicts=True,
+                unique_fields=unique,
+                update_fields=fields,
+            )
+            self.stats.statements += 1
+
+    def _ticker_id(self, symbol: str) -> int:
+        tid = self._ticker_ids.get(symbol)
+        if tid is None:
+            tid = Ticker.objects.get_or_create(symbol=symbol)[0].pk
+            self._ticker_ids[symbol] = tid
+        return tid
+
+    def _snapshot(self, bar: SecondBar, scores: Scores | None) -> SecondSnapshot:
+        return SecondSnapshot(
+            ticker_id=self._ticker_id(bar.symbol),
+            timestamp=datetime.fromtimestamp(bar.second, tz=UTC),
+            ohlc_1sec_open=bar.open,
+            ohlc_1sec_high=bar.high,
+            ohlc_1sec_low=bar.low,
+            ohlc_1sec_close=bar.close,
+            ohlc_1sec_volume=bar.volume,
+            ohlc_1sec_tick_count=bar.tick_count,
+            vwap=bar.vwap,
+            price_momentum_5sec=bar.price_momentum_5sec,
+            price_change_1sec=bar.price_change_1sec,
+            composite_score=scores.composite if scores else None,
+            news_score_cached=scores.news if scores else None,
+            technical_score_cached=scores.technical if scores else None,
+            flow_score_cached=scores.flow if scores else None,
+            source=self.source,
+        )
+
+    def _candle(self, candle: TickCandle) -> TickCandle100:
+        return TickCandle100(
+            ticker_id=self._ticker_id(candle.symbol),
+            candle_number=candle.number,
+            completed_at=utc(candle.completed_at_ms),
+            open=candle.open,
+            high=candle.high,
+            low=candle.low,
+            close=candle.close,
+            total_volume=candle.volume,
+            tick_count=candle.tick_count,
+            first_tick_time=utc(candle.first_ts_ms),
+            last_tick_time=utc(candle.last_ts_ms),
+            duration_seconds=Decimal(candle.duration_seconds),
+            source=self.source,
+        )
+
+    def _final_flush(self) -> None:
+        deadline = time.monotonic() + self.shutdown_deadline
+        while self.waiting and time.monotonic() < deadline:
+            if self.flush():
+                break
+        if self.waiting:
+            logger.error(
+                "❌ shutting down with %d bars and %d 100-trade bars not written",
+                len(self.pending_bars),
+                len(self.pending_candles),
+            )
+
+    def cleanup(self) -> None:
+        connection.close()

@@ -1,0 +1,194 @@
+"""python manage.py run_websocket_collector_v2 — the real-time collector."""
+
+import logging
+import re
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from api.collector.feed import FeedPolicy
+from api.collector.runtime import Collector, CollectorConfig
+
+logger = logging.getLogger("api.collector")
+
+MAX_SYMBOLS = 50
+SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,19}$")
+
+
+def parse_symbols(single: str, many: str | None) -> list[str]:
+    raw = many if many else single
+    symbols: list[str] = []
+    for item in raw.split(","):
+        symbol = item.strip().upper()
+        if not symbol:
+            continue
+        if not SYMBOL.match(symbol):
+            raise CommandError(f"{item.strip()!r} is not a valid symbol")
+        if symbol not in symbols:
+            symbols.append(symbol)
+    if not symbols:
+        raise CommandError("no symbols given")
+    if len(symbols) > MAX_SYMBOLS:
+        raise CommandError(
+            f"{len(symbols)} symbols given; EODHD allows at most {MAX_SYMBOLS} per "
+            "connection"
+        )
+    return symbols
+
+
+def feed_url(base: str, feed: str) -> str:
+    """The feed URL for `feed`, replacing the last path segment of `base`."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/").rsplit("/", 1)[0] + "/" + feed
+    return urlunsplit(parts._replace(path=path))
+
+
+def positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Stream trades from EODHD's WebSocket and store 1-second bars "
+        "(SecondSnapshot) and 100-trade bars (TickCandle100)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--symbol", default="QLD", help="one symbol (default QLD)")
+        parser.add_argument(
+            "--symbols", help=f"comma-separated symbols, up to {MAX_SYMBOLS}"
+        )
+        parser.add_argument(
+            "--verbose", action="store_true", help="log every 50th trade"
+        )
+        parser.add_argument(
+            "--skip-market-hours",
+            action="store_true",
+            help="collect at any hour (no NYSE session gating)",
+        )
+        parser.add_argument(
+            "--extended-hours",
+            action="store_true",
+            help="collect 04:00-20:00 ET on trading days",
+        )
+        parser.add_argument(
+            "--ws-url",
+            help="feed URL without the token (default: EODHD_WS_URL)",
+        )
+        parser.add_argument(
+            "--feed",
+            choices=["us", "crypto"],
+            default="us",
+            help="us trades (NYSE hours) or crypto trades (24/7)",
+        )
+        parser.add_argument(
+            "--stale-after",
+            type=positive,
+            default=settings.COLLECTOR_STALE_AFTER_SECONDS,
+            help="reconnect after this many seconds without data (default 120)",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=settings.COLLECTOR_GRACE_SECONDS,
+            help="write a second this long after it ends (default 2)",
+        )
+        parser.add_argument(
+            "--revision-window",
+            type=float,
+            default=settings.COLLECTOR_REVISION_WINDOW_SECONDS,
+            help="late trades revise a stored second within this window (default 300)",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve /metrics and /healthz on this port (0: any free port)",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            default="127.0.0.1",
+            help="address for --metrics-port (0.0.0.0 for a Kubernetes probe)",
+        )
+        parser.add_argument(
+            "--no-news", action="store_true", help="no news polling (news score NULL)"
+        )
+        parser.add_argument(
+            "--news-interval",
+            type=positive,
+            default=60.0,
+            help="seconds between news polls per symbol (default 60)",
+        )
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help="run against the built-in simulated feed (no key or network needed)",
+        )
+        parser.add_argument(
+            "--demo-rate",
+            type=positive,
+            default=30.0,
+            help="trades per second of the simulated feed (with --demo)",
+        )
+
+    def handle(self, *args, **options):
+        symbols = parse_symbols(options["symbol"], options["symbols"])
+        if options["grace"] < 0 or options["revision_window"] < options["grace"]:
+            raise CommandError("need 0 <= --grace <= --revision-window")
+        port = options["metrics_port"]
+        if port is not None and not 0 <= port <= 65535:
+            raise CommandError(f"--metrics-port {port} is not a TCP port (0-65535)")
+        feed = options["feed"]
+        base_url = options["ws_url"] or settings.EODHD_WS_URL
+        ws_url = options["ws_url"] or feed_url(base_url, feed)
+        api_key = settings.EODHD_API_KEY
+        simulator = None
+        if options["demo"]:
+            simulator = self._start_simulator(options["demo_rate"])
+            ws_url, api_key = simulator.url_for(feed), "demo"
+        elif not api_key:
+            raise CommandError(
+                "EODHD_API_KEY is not set: put it in the environment or in .env "
+                "(or run with --demo)"
+            )
+        config = CollectorConfig(
+            symbols=symbols,
+            ws_url=ws_url,
+            api_key=api_key,
+            # Crypto trades around the clock; the demo feed does too.
+            skip_market_hours=(
+                options["skip_market_hours"] or feed == "crypto" or options["demo"]
+            ),
+            extended_hours=options["extended_hours"],
+            stale_after=options["stale_after"],
+            grace=options["grace"],
+            revision_window=options["revision_window"],
+            verbose=options["verbose"],
+            source="simulator" if options["demo"] else "eodhd_ws",
+            metrics_port=options["metrics_port"],
+            # The demo runs offline: no news API to ask.
+            news_enabled=not (options["no_news"] or options["demo"]),
+            news_api_base=settings.EODHD_API_BASE,
+            news_poll_interval=options["news_interval"],
+            metrics_host=options["metrics_host"],
+            policy=FeedPolicy(),
+        )
+        try:
+            code = Collector(config).run()
+        finally:
+            if simulator is not None:
+                simulator.stop()
+        if code:
+            sys.exit(code)
+
+    def _start_simulator(self, rate: float):
+        from api.collector.simulator import FeedServer, SimOptions
+
+        server = FeedServer(options=SimOptions(rate=rate, late_prob=0.01)).start()
+        logger.info("🎭 demo: simulated EODHD feed at %s", server.url)
+        return server

@@ -1,0 +1,212 @@
+"""The sentiment workers: one computes every symbol's scores every second from
+in-memory state and publishes them; one polls the news API. Neither ever makes a
+bar wait, and no score is chained through database rows."""
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+from api.collector.clock import Clock
+from api.collector.throttle import LogThrottle
+from api.collector.worker import Worker
+from api.sentiment.flow import FlowWindow
+from api.sentiment.holder import LatestScores
+from api.sentiment.news import ArticleStore, NewsClient
+from api.sentiment.scoring import (
+    Scores,
+    TechnicalSmoother,
+    composite,
+    news_score,
+    technical_momentum,
+)
+
+logger = logging.getLogger(__name__)
+
+CLOSES_KEPT = 120  # seconds of 1-second closes per symbol (momentum needs 30)
+
+
+class _SymbolState:
+    def __init__(self) -> None:
+        self.closes: deque[tuple[float, float]] = deque(maxlen=CLOSES_KEPT)
+        self.smoother = TechnicalSmoother()
+        self.flow = FlowWindow()
+
+
+class SharedArticles:
+    """The article store behind a lock: the poller writes, the engine reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store = ArticleStore()
+
+    def merge(self, symbol: str, articles) -> int:
+        with self._lock:
+            return self._store.merge(symbol, articles)
+
+    def articles(self, symbol: str, now: float) -> list:
+        with self._lock:
+            return list(self._store.articles(symbol, now))
+
+
+class SentimentEngine(Worker):
+    def __init__(
+        self,
+        *,
+        inbox: queue.Queue,
+        scores: LatestScores,
+        symbols: list[str],
+        stop: threading.Event,
+        articles: SharedArticles,
+        clock: Clock | None = None,
+        weights: tuple[float, float, float] = (0.45, 0.30, 0.25),
+        interval: float = 1.0,
+        verbose: bool = False,
+        news_enabled: bool = True,
+    ) -> None:
+        super().__init__("sentiment", stop)
+        self.inbox = inbox
+        self.scores = scores
+        self.symbols = list(symbols)
+        self.articles = articles
+        self.clock = clock or Clock()
+        self.weights = weights
+        self.interval = interval
+        self.verbose = verbose
+        self.news_enabled = news_enabled
+        self.state = {symbol: _SymbolState() for symbol in symbols}
+        self.computations = 0
+        self.errors = 0
+        self._throttle = LogThrottle(logger)
+
+    def work(self) -> None:
+        next_log = time.monotonic() + 10
+        while not self.stop.is_set():
+            started = time.monotonic()
+            self.drain()
+            self.compute_all(self.clock.now())
+            if self.verbose and time.monotonic() >= next_log:
+                next_log += 10
+                logger.info("💚 sentiment: %s", self.describe())
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def drain(self) -> None:
+        """Take the closes and trades the aggregator handed over."""
+        while True:
+            try:
+                kind, items = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "closes":
+                for symbol, second, close in items:
+                    state = self.state.get(symbol)
+                    if state is not None:
+                        state.closes.append((float(second), float(close)))
+            else:
+                for trade in items:
+                    state = self.state.get(trade.symbol)
+                    if state is not None:
+                        state.flow.add(
+                            trade.ts_ms / 1000, float(trade.price), float(trade.size)
+                        )
+
+    def compute_all(self, now: float) -> None:
+        for symbol, state in self.state.items():
+            try:
+                self.scores.publish(symbol, self.compute(symbol, state, now))
+            except Exception as exc:
+                # Unknown, not zero: the holder's stale limit turns this into NULLs.
+                self.errors += 1
+                self.scores.forget(symbol)
+                self._throttle.log(
+                    logging.ERROR,
+                    f"sentiment {symbol}",
+                    time.monotonic(),
+                    "❌ sentiment for %s failed: %r",
+                    symbol,
+                    exc,
+                )
+        self.computations += 1
+
+    def compute(self, symbol: str, state: _SymbolState, now: float) -> Scores:
+        news = (
+            news_score(self.articles.articles(symbol, now), now)
+            if self.news_enabled
+            else None
+        )
+        # Closes keep their order of closing; momentum wants them by time.
+        closes = sorted(state.closes)
+        technical = state.smoother.update(technical_momentum(closes, now))
+        flow = state.flow.score(now)
+        return Scores(
+            composite=composite(news, technical, flow, self.weights),
+            news=news,
+            technical=technical,
+            flow=flow,
+            computed_at=now,
+        )
+
+    def describe(self) -> str:
+        parts = []
+        for symbol in self.symbols[:5]:
+            latest = self.scores.latest(symbol, self.clock.now())
+            value = (
+                "null"
+                if latest is None or latest.composite is None
+                else (f"{latest.composite:+.1f}")
+            )
+            parts.append(f"{symbol} {value}")
+        more = f" (+{len(self.symbols) - 5} more)" if len(self.symbols) > 5 else ""
+        return ", ".join(parts) + more
+
+
+class NewsPoller(Worker):
+    """Polls each symbol's news on an interval, within the API's call budget. An
+    outage keeps the known articles: their impact keeps decaying meanwhile."""
+
+    def __init__(
+        self,
+        *,
+        client: NewsClient,
+        articles: SharedArticles,
+        symbols: list[str],
+        stop: threading.Event,
+        clock: Clock | None = None,
+        poll_interval: float = 60.0,
+    ) -> None:
+        super().__init__("news", stop)
+        self.client = client
+        self.articles = articles
+        self.symbols = list(symbols)
+        self.clock = clock or Clock()
+        self.poll_interval = poll_interval
+        self.polls = 0
+        self.failures = 0
+        self._due = {symbol: 0.0 for symbol in symbols}
+
+    def poll_due(self) -> bool:
+        """Poll every symbol that is due and allowed; True if any call was made."""
+        made = False
+        for symbol in self.symbols:
+            now = self.clock.now()
+            if now < self._due[symbol] or not self.client.can_call(now):
+                continue
+            day = datetime.fromtimestamp(now, tz=UTC).date()
+            articles = self.client.fetch(symbol, day, now)
+            made = True
+            self.polls += 1
+            self._due[symbol] = now + self.poll_interval
+            if articles is None:
+                self.failures += 1
+                continue
+            added = self.articles.merge(symbol, articles)
+            if added:
+                logger.info("📰 %s: %d new articles", symbol, added)
+        return made
+
+    def work(self) -> None:
+        while not self.stop.is_set():
+            self.poll_due()
+            self.stop.wait(1.0)

@@ -1,0 +1,213 @@
+"""The collector end to end: a real WebSocket feed server on loopback, the real
+threads, the real database."""
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from django.db import connection
+
+from api.collector.feed import FeedPolicy
+from api.collector.runtime import Collector, CollectorConfig
+from api.collector.simulator import FeedServer, SimOptions
+from tests.integration import reference
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SYMBOLS = ["AAPL", "MSFT", "TSLA"]
+FAST = FeedPolicy(
+    backoff_base=0.05,
+    backoff_cap=0.5,
+    auth_failure_delay=1.5,
+    symbol_limit_delay=0.6,
+    authorize_timeout=2.0,
+    connect_timeout=2.0,
+)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@contextlib.contextmanager
+def feed(**options) -> Iterator[FeedServer]:
+    server = FeedServer(options=SimOptions(**options)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def collector(
+    server: FeedServer, symbols=SYMBOLS, clock=None, **overrides
+) -> Iterator[Collector]:
+    config = CollectorConfig(
+        symbols=list(symbols),
+        ws_url=server.url,
+        api_key="test-key",
+        skip_market_hours=True,
+        grace=0.3,
+        policy=FAST,
+        health_check_interval=0.2,
+        flush_interval=0.2,
+        news_enabled=False,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    app = Collector(config, clock=clock)
+    assert app.start()
+    try:
+        yield app
+    finally:
+        if not app.stop.is_set() or any(w and w.is_alive() for w in app.workers):
+            app.shutdown()
+
+
+def received(app: Collector) -> int:
+    return app.receiver.stats.trades
+
+
+def assert_bars_match(server: FeedServer, app: Collector) -> None:
+    sent = server.sent_trades()
+    expected = reference.second_bars(sent, start_second=app.aggregator.start_second)
+    assert reference.stored_second_bars() == expected
+    assert reference.stored_tick_candles() == reference.tick_candles(sent)
+
+
+def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints():
+    with feed(
+        rate=2500,
+        seed=7,
+        jitter_ms=400,
+        late_prob=0.03,
+        late_ms=1500,
+        fractional_prob=0.2,
+        max_trades=6000,
+    ) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) == 6000, 30)
+            assert app.shutdown() == 0
+        sent = server.sent_trades()
+    assert len(sent) == 6000
+    assert app.aggregator.seconds.revisions > 0  # late prints did revise seconds
+    assert app.writer.stats.bars_written == len(reference.stored_second_bars())
+    assert_bars_match(server, app)
+    # 6000 trades over 3 symbols give 60 full 100-trade bars at most, none lost.
+    candles = reference.stored_tick_candles()
+    assert sum(1 for _ in candles) == sum(
+        len([t for t in sent if t["s"] == s]) // 100 for s in SYMBOLS
+    )
+
+
+def test_it_reconnects_after_drops_and_keeps_every_trade_sent_after():
+    with feed(rate=2000, seed=3, drop_after=[700, 700], max_trades=2500) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) == 2500, 30)
+            assert app.shutdown() == 0
+        log = server.connection_log
+    assert server.connections == 3
+    assert app.receiver.stats.reconnects.get("connection dropped") == 2
+    # Each new socket subscribed again: every connection streamed trades.
+    assert [entry.trades_sent for entry in log] == [700, 700, 1100]
+    assert_bars_match(server, app)
+
+
+def test_it_reconnects_a_silent_connection_within_stale_after_plus_10s():
+    with feed(rate=500, seed=5, silence_after=100) as server:
+        with collector(server, stale_after=1.0) as app:
+            assert wait_until(lambda: received(app) >= 100, 10)
+            silent_since = time.monotonic()
+            assert wait_until(lambda: server.connections >= 2, 1.0 + 10)
+            reconnect_after = time.monotonic() - silent_since
+            assert wait_until(lambda: received(app) >= 200, 10)
+            assert app.monitor.stale_reconnects >= 1
+            assert app.receiver.stats.reconnects.get("stale", 0) >= 1
+    assert 1.0 <= reconnect_after <= 11.0
+
+
+def test_it_does_not_judge_a_fresh_connection_stale():
+    with feed(rate=200, seed=9) as server:
+        with collector(server, stale_after=2.0) as app:
+            time.sleep(1.5)
+            assert app.monitor.stale_reconnects == 0
+            assert server.connections == 1
+
+
+def test_it_waits_long_after_an_auth_failure_instead_of_looping():
+    with feed(rate=100, error_on_connect=[403, None]) as server:
+        with collector(server) as app:
+            time.sleep(1.0)
+            assert server.connections == 1  # still waiting out the 1.5 s
+            assert wait_until(lambda: received(app) > 0, 5)
+    assert server.connections == 2
+    assert app.receiver.stats.reconnects == {"auth failed": 1}
+
+
+def test_it_waits_longer_after_each_symbol_limit_refusal():
+    with feed(rate=100, error_on_connect=[422, 422, None]) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) > 0, 10)
+        opened = [entry.opened_at for entry in server.connection_log]
+    assert len(opened) == 3
+    # 0.6 s after the first refusal, 1.2 s after the second.
+    assert opened[1] - opened[0] >= 0.6
+    assert opened[2] - opened[1] >= 1.2
+
+
+def test_it_backs_off_exponentially_after_server_errors():
+    with feed(rate=100, error_on_connect=[500, 500, 500, None]) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) > 0, 10)
+            attempts = app.receiver.stats.connection_attempts
+    assert attempts == 4
+    assert app.receiver.stats.reconnects.get("server status 500") == 3
+
+
+def test_it_counts_and_skips_malformed_frames_and_keeps_the_good_bars_exact():
+    with feed(rate=2000, seed=11, malformed_prob=0.05, max_trades=3000) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) == 3000, 30)
+            assert app.shutdown() == 0
+        malformed_sent = sum(e.malformed_sent for e in server.connection_log)
+    assert malformed_sent > 50
+    assert app.receiver.stats.malformed == malformed_sent
+    assert_bars_match(server, app)
+
+
+def test_it_ignores_trades_for_symbols_it_did_not_subscribe_to():
+    with feed(rate=1000, seed=13, symbols_extra=True, max_trades=1500) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) == 1500, 30)
+            app.shutdown()
+    assert app.receiver.stats.ignored > 0
+    stored = {symbol for symbol, _ in reference.stored_second_bars()}
+    assert stored <= set(SYMBOLS)
+    assert_bars_match(server, app)
+
+
+@pytest.mark.postgres
+def test_it_survives_its_database_connection_being_killed():
+    with feed(rate=1500, seed=17, max_trades=6000) as server:
+        with collector(server) as app:
+            killed = 0
+            for _ in range(3):
+                assert wait_until(lambda: app.writer.stats.flushes > 0, 10)
+                time.sleep(0.7)
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                    killed += cursor.fetchone()[0]
+            assert wait_until(lambda: received(app) == 6000, 30)
+            assert app.shutdown() == 0
+    assert killed >= 1
+    assert_bars_match(server, app)

@@ -1,0 +1,37 @@
+import pytest
+
+from django.core.management.base import CommandError
+
+from api.collector.feed import with_token
+from api.management.commands.run_websocket_collector_v2 import feed_url, parse_symbols
+
+
+def test_it_takes_the_single_symbol_when_no_list_is_given():
+    assert parse_symbols("qld", None) == ["QLD"]
+
+
+def test_it_normalises_and_dedupes_a_symbol_list():
+    assert parse_symbols("QLD", " aapl,MSFT ,aapl,,BRK.B") == ["AAPL", "MSFT", "BRK.B"]
+
+
+def test_it_refuses_more_than_50_symbols():
+    many = ",".join(f"S{i}" for i in range(51))
+    with pytest.raises(CommandError, match="51 symbols given"):
+        parse_symbols("QLD", many)
+    assert len(parse_symbols("QLD", ",".join(f"S{i}" for i in range(50)))) == 50
+
+
+def test_it_refuses_a_malformed_symbol():
+    with pytest.raises(CommandError, match="'A B' is not a valid symbol"):
+        parse_symbols("QLD", "AAPL,A B")
+
+
+def test_it_derives_the_feed_url_from_the_configured_one():
+    base = "wss://ws.eodhistoricaldata.com/ws/us"
+    assert feed_url(base, "crypto") == "wss://ws.eodhistoricaldata.com/ws/crypto"
+    assert feed_url(base + "/", "us") == base
+
+
+def test_it_appends_the_token_to_the_feed_url():
+    assert with_token("ws://h/ws/us", "k") == "ws://h/ws/us?api_token=k"
+    assert with_token("ws://h/ws/us?x=1", "k") == "ws://h/ws/us?x=1&api_token=k"
