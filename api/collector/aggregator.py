@@ -49,6 +49,8 @@ class Aggregator(Worker):
         next_candle_numbers: dict[str, int] | None = None,
         sentiment_inbox: queue.Queue | None = None,
         verbose: bool = False,
+        partial_candles: dict[str, list[Trade]] | None = None,
+        save_partial: Callable[[TickBars], None] | None = None,
     ) -> None:
         super().__init__("aggregator", stop)
         self.inbox = inbox
@@ -60,6 +62,9 @@ class Aggregator(Worker):
         self.ticks = TickBars(size=tick_size)
         for symbol, number in (next_candle_numbers or {}).items():
             self.ticks.set_next_number(symbol, number)
+        for symbol, trades in (partial_candles or {}).items():
+            self.ticks.restore(symbol, trades)
+        self.save_partial = save_partial
         self.sentiment_inbox = sentiment_inbox
         self.verbose = verbose
         # Seconds before this process started belong to the previous run, which
@@ -156,6 +161,8 @@ class Aggregator(Worker):
         if out:
             self.outbox.put(out)
         self.outbox.put(FINISHED)
+        if self.save_partial is not None and self.ticks.pending_count():
+            self.save_partial(self.ticks)
         logger.info(
             "aggregator finished: %d trades, %d bars, %d revisions, %d 100-trade bars",
             self.trades,

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from django.db import DatabaseError, connection
 from django.db.models import Max
@@ -16,6 +17,8 @@ from api.collector.feed import FeedPolicy, Receiver
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
 from api.collector.session import SessionGate
+from api.collector.spool import Spool
+from api.collector.state import load_partial_candles, save_partial_candles
 from api.collector.writer import Writer
 from api.market.health import Verdict, judge
 from api.models import Ticker
@@ -52,6 +55,8 @@ class CollectorConfig:
     news_api_base: str = "https://eodhd.com/api"
     news_poll_interval: float = 60.0
     sentiment_weights: tuple[float, float, float] = (0.45, 0.30, 0.25)
+    spool_dir: Path | None = None  # None: no spool, no state kept across runs
+    spool_max_bytes: int = 512 * 1024 * 1024
 
 
 class Collector:
@@ -79,6 +84,12 @@ class Collector:
         self.news: NewsPoller | None = None
         self.metrics: MetricsServer | None = None
         self.sentiment_queue: queue.Queue = queue.Queue(maxsize=10_000)
+        self.spool = (
+            Spool(config.spool_dir, config.spool_max_bytes)
+            if config.spool_dir is not None
+            else None
+        )
+        self.partial_candles: dict[str, list] = {}
 
     # Startup --------------------------------------------------------------------
 
@@ -93,6 +104,7 @@ class Collector:
                     ticker, _ = Ticker.objects.get_or_create(symbol=symbol)
                     last = ticker.tick_candles.aggregate(n=Max("candle_number"))["n"]
                     numbers[symbol] = (last or 0) + 1
+                self._resume_from_disk(numbers)
                 return numbers
             except DatabaseError as exc:
                 logger.error("❌ database unreachable at startup (%s); retrying", exc)
@@ -103,6 +115,50 @@ class Collector:
             finally:
                 connection.close()
         return None
+
+    def _resume_from_disk(self, numbers: dict[str, int]) -> None:
+        """Candles still in the spool count for numbering; partial candles saved
+        by a clean stop continue when their number is still the next one."""
+        if self.spool is None:
+            return
+        contents = self.spool.load()
+        if len(contents):
+            logger.info(
+                "💾 the spool holds %d bars and %d 100-trade bars from an earlier run; "
+                "they are written first",
+                len(contents.bars),
+                len(contents.candles),
+            )
+        for symbol, number in contents.candles:
+            if symbol in numbers:
+                numbers[symbol] = max(numbers[symbol], number + 1)
+        for symbol, (number, trades) in load_partial_candles(
+            self.spool.directory
+        ).items():
+            if numbers.get(symbol) == number:
+                self.partial_candles[symbol] = trades
+                logger.info(
+                    "▶️ %s: continuing 100-trade bar #%d with its %d saved trades",
+                    symbol,
+                    number,
+                    len(trades),
+                )
+            else:
+                logger.warning(
+                    "⚠️ %s: saved partial 100-trade bar #%s no longer follows the "
+                    "stored bars (next is #%s); its %d trades are not used",
+                    symbol,
+                    number,
+                    numbers.get(symbol),
+                    len(trades),
+                )
+
+    def _save_partial(self, ticks) -> None:
+        try:
+            saved = save_partial_candles(self.spool.directory, ticks)
+            logger.info("💾 saved %d trades of partial 100-trade bars", saved)
+        except OSError as exc:
+            logger.error("❌ could not save the partial 100-trade bars: %s", exc)
 
     def build(self, next_numbers: dict[str, int]) -> None:
         cfg = self.config
@@ -129,6 +185,8 @@ class Collector:
             next_candle_numbers=next_numbers,
             sentiment_inbox=self.sentiment_queue,
             verbose=cfg.verbose,
+            partial_candles=self.partial_candles,
+            save_partial=self._save_partial if self.spool is not None else None,
         )
         aggregator = self.aggregator
         self.writer = Writer(
@@ -139,6 +197,7 @@ class Collector:
             flush_interval=cfg.flush_interval,
             max_pending=cfg.max_pending,
             source=cfg.source,
+            spool=self.spool,
         )
         articles = SharedArticles()
         self.sentiment = SentimentEngine(

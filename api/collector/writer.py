@@ -22,6 +22,7 @@ from django.db import (
 from api.collector.aggregator import FINISHED, WriteBatch
 from api.collector.clock import Clock
 from api.collector.metrics import DelayHistogram
+from api.collector.spool import Spool, encode_bar, encode_candle
 from api.collector.throttle import LogThrottle
 from api.collector.worker import Worker
 from api.market.bars import SecondBar, TickCandle
@@ -78,6 +79,8 @@ class WriterStats:
     statements: int = 0
     failed_attempts: int = 0
     overflow_dropped: int = 0
+    spooled: int = 0  # records appended to the spool
+    replayed: int = 0  # rows written from the spool
     last_commit_at: float | None = None  # epoch seconds
     commit_delays: deque = field(default_factory=lambda: deque(maxlen=100_000))
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
@@ -96,6 +99,7 @@ class Writer(Worker):
         max_pending: int = 500_000,
         shutdown_deadline: float = 7.0,
         source: str = "eodhd_ws",
+        spool: Spool | None = None,
     ) -> None:
         super().__init__("writer", stop)
         self.inbox = inbox
@@ -115,6 +119,16 @@ class Writer(Worker):
         self._ticker_ids: dict[str, int] = {}
         self._outage_delay = 0.0
         self._throttle = LogThrottle(logger)
+        # The spool holds what the database could not take. Keys changed since
+        # they were last spooled are "dirty"; during an outage they are spooled
+        # as they arrive, so a crash loses (almost) nothing.
+        self.spool = spool
+        self._dirty_bars: set[tuple[str, int]] = set()
+        self._dirty_candles: set[tuple[str, int]] = set()
+        self._in_outage = False
+        # True when the spool holds rows that are not in memory (left by an
+        # earlier run, or evicted from memory during a long outage).
+        self._spool_has_more = spool is not None and spool.size > 0
 
     @property
     def waiting(self) -> int:
@@ -128,6 +142,8 @@ class Writer(Worker):
             finished = self._collect(wait)
             if not finished and self.stop.is_set() and self.upstream_done():
                 finished = True  # the aggregator is gone without saying so
+            if self._in_outage:
+                self._spool_dirty()
             if self.waiting and time.monotonic() >= next_flush and not finished:
                 ok = self.flush()
                 next_flush = time.monotonic() + (
@@ -157,16 +173,27 @@ class Writer(Worker):
             waiting = pending.get(key)
             new = not bar.revision or (waiting is not None and waiting[2])
             pending[key] = (bar, scores, new)
+            self._dirty_bars.add(key)
         for candle in batch.candles:
-            self.pending_candles[(candle.symbol, candle.number)] = candle
+            key = (candle.symbol, candle.number)
+            self.pending_candles[key] = candle
+            self._dirty_candles.add(key)
         overflow = self.waiting - self.max_pending
         if overflow > 0:
-            self._drop_oldest(overflow)
+            self._shed_oldest(overflow)
 
-    def _drop_oldest(self, count: int) -> None:
+    def _shed_oldest(self, count: int) -> None:
+        """Memory is bounded: past the limit the oldest bars leave memory. With a
+        spool they stay on disk and are written later; without one they are lost,
+        counted and logged."""
+        if self.spool is not None:
+            self._spool_dirty()
         oldest = sorted(self.pending_bars, key=lambda key: key[1])[:count]
         for key in oldest:
             del self.pending_bars[key]
+        if self.spool is not None:
+            self._spool_has_more = True
+            return
         self.stats.overflow_dropped += len(oldest)
         logger.error(
             "❌ %d bars waiting exceed the limit of %d: dropped the %d oldest "
@@ -176,6 +203,38 @@ class Writer(Worker):
             len(oldest),
             self.stats.overflow_dropped,
         )
+
+    def _spool_dirty(self) -> int:
+        """Append every pending row changed since it was last spooled."""
+        if self.spool is None or not (self._dirty_bars or self._dirty_candles):
+            return 0
+        records = [
+            encode_bar(*self.pending_bars[key][:2])
+            for key in sorted(self._dirty_bars, key=lambda k: k[1])
+            if key in self.pending_bars
+        ]
+        records += [
+            encode_candle(self.pending_candles[key])
+            for key in sorted(self._dirty_candles, key=lambda k: k[1])
+            if key in self.pending_candles
+        ]
+        try:
+            self.spool.append(records)
+        except OSError as exc:
+            self._throttle.log(
+                logging.ERROR,
+                "spool",
+                time.monotonic(),
+                "❌ cannot write the spool %s: %s; %d bars held in memory only",
+                self.spool.path,
+                exc,
+                self.waiting,
+            )
+            return 0
+        self._dirty_bars.clear()
+        self._dirty_candles.clear()
+        self.stats.spooled += len(records)
+        return len(records)
 
     def _next_outage_delay(self) -> float:
         self._outage_delay = min(max(1.0, self._outage_delay * 2), OUTAGE_BACKOFF_CAP)
@@ -218,14 +277,26 @@ class Writer(Worker):
                     self.waiting,
                 )
             else:
-                if self._outage_delay:
+                if self._in_outage:
                     logger.info("✅ database is back: all waiting bars written")
+                self._in_outage = False
                 self._outage_delay = 0.0
                 return True
+        if not self._in_outage and self.spool is not None:
+            logger.warning(
+                "💾 database unavailable: %d bars go to the spool %s until it is back",
+                self.waiting,
+                self.spool.path,
+            )
+        self._in_outage = True
+        self._spool_dirty()
         return False
 
     def _write_pending(self) -> None:
-        """Upsert pending rows; each table's rows leave `pending` only once stored."""
+        """Upsert pending rows; each table's rows leave `pending` only once stored.
+        Spooled rows go first: memory holds the newer version of any key."""
+        if self._spool_has_more:
+            self._replay_spool()
         if self.pending_bars:
             items = sorted(self.pending_bars.items(), key=lambda kv: kv[0][1])
             rows = [self._snapshot(bar, scores) for _, (bar, scores, _new) in items]
@@ -257,6 +328,40 @@ class Writer(Worker):
             self.stats.candles_written += len(items)
             self.stats.last_commit_at = self.clock.now()
         self.stats.flushes += 1
+        self._dirty_bars.clear()
+        self._dirty_candles.clear()
+        if self.spool is not None and self.spool.size:
+            # Everything spooled is in memory or was replayed: all committed now.
+            self.spool.clear()
+
+    def _replay_spool(self) -> None:
+        contents = self.spool.load()
+        bars = [
+            self._snapshot(bar, scores)
+            for key, (bar, scores) in sorted(
+                contents.bars.items(), key=lambda kv: kv[0][1]
+            )
+            if key not in self.pending_bars
+        ]
+        candles = [
+            self._candle(candle)
+            for key, candle in sorted(contents.candles.items(), key=lambda kv: kv[0][1])
+            if key not in self.pending_candles
+        ]
+        if bars:
+            self._upsert(SecondSnapshot, bars, ["ticker", "timestamp"], SNAPSHOT_FIELDS)
+        if candles:
+            self._upsert(
+                TickCandle100, candles, ["ticker", "candle_number"], CANDLE_FIELDS
+            )
+        self._spool_has_more = False
+        self.stats.replayed += len(bars) + len(candles)
+        if bars or candles:
+            logger.info(
+                "♻️ wrote %d bars and %d 100-trade bars from the spool",
+                len(bars),
+                len(candles),
+            )
 
     def _upsert(self, model, rows: list, unique: list[str], fields: list[str]) -> None:
         for start in range(0, len(rows), BATCH_ROWS):
@@ -317,12 +422,20 @@ class Writer(Worker):
         while self.waiting and time.monotonic() < deadline:
             if self.flush():
                 break
-        if self.waiting:
-            logger.error(
-                "❌ shutting down with %d bars and %d 100-trade bars not written",
-                len(self.pending_bars),
-                len(self.pending_candles),
+        if not self.waiting:
+            return
+        if self.spool is not None and (self._spool_dirty() or self.spool.size):
+            logger.warning(
+                "💾 shutting down with %d bars not written: they are in the spool "
+                "and will be written by the next run",
+                self.waiting,
             )
+            return
+        logger.error(
+            "❌ shutting down with %d bars and %d 100-trade bars not written",
+            len(self.pending_bars),
+            len(self.pending_candles),
+        )
 
     def cleanup(self) -> None:
         connection.close()

@@ -357,6 +357,14 @@ class TickBars:
     def set_next_number(self, symbol: str, number: int) -> None:
         self._next[symbol] = number
 
+    def next_number(self, symbol: str) -> int:
+        """The number the symbol's next completed candle gets."""
+        return self._next.get(symbol, 1)
+
+    def symbols(self) -> list[str]:
+        """Symbols with a partial candle."""
+        return [symbol for symbol, trades in self._pending.items() if trades]
+
     def add(self, trade: Trade) -> TickCandle | None:
         trades = self._pending.get(trade.symbol)
         if trades is None:

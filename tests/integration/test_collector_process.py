@@ -5,53 +5,23 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from django.db import connection
-
 from api.collector.simulator import FeedServer, SimOptions
 from tests.integration import reference
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.process import ROOT, database_url, start_collector
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def database_url() -> str:
-    """The URL of the test database, for a child process to share it."""
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return (
-        f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-    )
-
-
-def start_collector(server: FeedServer, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url(), "EODHD_API_KEY": "secret-k3y"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "run_websocket_collector_v2",
-            "--ws-url",
-            server.url,
-            "--skip-market-hours",
-            *args,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def test_it_exits_0_within_10s_on_sigterm_with_every_ended_second_stored():
+def test_it_exits_0_within_10s_on_sigterm_with_every_ended_second_stored(tmp_path):
+    spool = str(tmp_path)
     server = FeedServer(options=SimOptions(rate=800, seed=21, jitter_ms=0)).start()
     try:
-        proc = start_collector(server, "--symbols", "AAPL,MSFT", "--grace", "0.5")
+        proc = start_collector(
+            server, "--symbols", "AAPL,MSFT", "--grace", "0.5", "--spool-dir", spool
+        )
         assert server.wait_for_trades(2500, timeout=30)
         stopped_at = time.time()
         proc.send_signal(signal.SIGTERM)

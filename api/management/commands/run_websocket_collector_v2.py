@@ -1,8 +1,10 @@
 """python manage.py run_websocket_collector_v2 — the real-time collector."""
 
+import hashlib
 import logging
 import re
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
@@ -43,6 +45,14 @@ def feed_url(base: str, feed: str) -> str:
     parts = urlsplit(base)
     path = parts.path.rstrip("/").rsplit("/", 1)[0] + "/" + feed
     return urlunsplit(parts._replace(path=path))
+
+
+def symbol_set_key(symbols: list[str]) -> str:
+    """A stable name for a set of symbols (spool folder, writer lock)."""
+    joined = "-".join(sorted(symbols))
+    if len(joined) <= 60:
+        return joined
+    return "set-" + hashlib.sha1(joined.encode()).hexdigest()[:12]
 
 
 def positive(value: str) -> float:
@@ -116,6 +126,18 @@ class Command(BaseCommand):
             help="address for --metrics-port (0.0.0.0 for a Kubernetes probe)",
         )
         parser.add_argument(
+            "--spool-dir",
+            type=Path,
+            help="where bars wait while the database is down, and partial 100-trade "
+            "bars between runs (default: data/spool/<symbols>)",
+        )
+        parser.add_argument(
+            "--spool-max-mb",
+            type=positive,
+            default=512,
+            help="spool size cap; past it the oldest bars are dropped (default 512)",
+        )
+        parser.add_argument(
             "--no-news", action="store_true", help="no news polling (news score NULL)"
         )
         parser.add_argument(
@@ -175,6 +197,9 @@ class Command(BaseCommand):
             news_enabled=not (options["no_news"] or options["demo"]),
             news_api_base=settings.EODHD_API_BASE,
             news_poll_interval=options["news_interval"],
+            spool_dir=options["spool_dir"]
+            or Path(settings.DATA_DIR) / "spool" / symbol_set_key(symbols),
+            spool_max_bytes=int(options["spool_max_mb"] * 1024 * 1024),
             metrics_host=options["metrics_host"],
             policy=FeedPolicy(),
         )

@@ -1,0 +1,51 @@
+"""Running the collector as users do: a separate process on the test database."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.db import connection
+
+from api.collector.simulator import FeedServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url(port: int | None = None) -> str:
+    """The URL of the test database (optionally through another port, such as a
+    proxy's), for a child process to share it."""
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    host = s["HOST"] or "127.0.0.1"
+    return f"postgres://{auth}@{host}:{port or s['PORT'] or 5432}/{s['NAME']}"
+
+
+def start_collector(
+    server: FeedServer, *args: str, db_port: int | None = None, **env: str
+) -> subprocess.Popen:
+    environ = {
+        **os.environ,
+        "DATABASE_URL": database_url(db_port),
+        "EODHD_API_KEY": "secret-k3y",
+        # Reconnect to the database quickly once it is back.
+        "CONN_MAX_AGE": "0",
+        **env,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_websocket_collector_v2",
+            "--ws-url",
+            server.url,
+            "--skip-market-hours",
+            "--no-news",
+            *args,
+        ],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
