@@ -65,6 +65,9 @@ class Aggregator(Worker):
         for symbol, trades in (partial_candles or {}).items():
             self.ticks.restore(symbol, trades)
         self.save_partial = save_partial
+        # Orders from other threads, e.g. a new candle numbering after a standby
+        # became the writer.
+        self.control: queue.Queue = queue.Queue()
         self.sentiment_inbox = sentiment_inbox
         self.verbose = verbose
         # Seconds before this process started belong to the previous run, which
@@ -86,6 +89,8 @@ class Aggregator(Worker):
             except queue.Empty:
                 batch = None
             out = WriteBatch()
+            if not self.control.empty():
+                self._obey()
             if batch is not None:
                 self.ingest(batch, out)
             now = self.clock.now()
@@ -170,6 +175,19 @@ class Aggregator(Worker):
             self.seconds.revisions,
             self.candles,
         )
+
+    def _obey(self) -> None:
+        while True:
+            try:
+                order, numbers = self.control.get_nowait()
+            except queue.Empty:
+                return
+            if order == "resync candles":
+                # The old leader's partial candle died with it; numbering resumes
+                # after the last stored candle, from the next trade on.
+                for symbol, number in numbers.items():
+                    self.ticks.restore(symbol, [])
+                    self.ticks.set_next_number(symbol, number)
 
     def _to_sentiment(self, item) -> None:
         try:

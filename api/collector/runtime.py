@@ -8,12 +8,14 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Max
 
 from api.collector.aggregator import Aggregator
 from api.collector.clock import Clock
 from api.collector.feed import FeedPolicy, Receiver
+from api.collector.leader import FileLeadership, PostgresLeadership
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
 from api.collector.session import SessionGate
@@ -57,6 +59,8 @@ class CollectorConfig:
     sentiment_weights: tuple[float, float, float] = (0.45, 0.30, 0.25)
     spool_dir: Path | None = None  # None: no spool, no state kept across runs
     spool_max_bytes: int = 512 * 1024 * 1024
+    # The name of the symbol set for the writer election; None: no election.
+    writer_lock: str | None = None
 
 
 class Collector:
@@ -153,7 +157,19 @@ class Collector:
                     len(trades),
                 )
 
+    def _leadership(self):
+        name = self.config.writer_lock
+        if name is None:
+            return None
+        db = connection.settings_dict
+        if connection.vendor == "postgresql":
+            return PostgresLeadership(name, db)
+        return FileLeadership(name, Path(settings.DATA_DIR) / "locks")
+
     def _save_partial(self, ticks) -> None:
+        writer = self.writer
+        if writer and writer.leadership and not writer.leadership.is_leader:
+            return  # a standby's partial candles are not the stored sequence
         try:
             saved = save_partial_candles(self.spool.directory, ticks)
             logger.info("💾 saved %d trades of partial 100-trade bars", saved)
@@ -198,7 +214,12 @@ class Collector:
             max_pending=cfg.max_pending,
             source=cfg.source,
             spool=self.spool,
+            leadership=self._leadership(),
+            on_promotion=lambda numbers: aggregator.control.put(
+                ("resync candles", numbers)
+            ),
         )
+        self.writer.symbols = list(cfg.symbols)
         articles = SharedArticles()
         self.sentiment = SentimentEngine(
             inbox=self.sentiment_queue,

@@ -18,9 +18,11 @@ from django.db import (
     close_old_connections,
     connection,
 )
+from django.db.models import Max
 
 from api.collector.aggregator import FINISHED, WriteBatch
 from api.collector.clock import Clock
+from api.collector.leader import Leadership
 from api.collector.metrics import DelayHistogram
 from api.collector.spool import Spool, encode_bar, encode_candle
 from api.collector.throttle import LogThrottle
@@ -61,6 +63,7 @@ CANDLE_FIELDS = [
     "duration_seconds",
     "source",
 ]
+STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
 OUTAGE_BACKOFF_CAP = 30.0
 BATCH_ROWS = 2000  # rows per statement when catching up after an outage
@@ -79,6 +82,8 @@ class WriterStats:
     statements: int = 0
     failed_attempts: int = 0
     overflow_dropped: int = 0
+    promotions: int = 0
+    demotions: int = 0
     spooled: int = 0  # records appended to the spool
     replayed: int = 0  # rows written from the spool
     last_commit_at: float | None = None  # epoch seconds
@@ -100,6 +105,8 @@ class Writer(Worker):
         shutdown_deadline: float = 7.0,
         source: str = "eodhd_ws",
         spool: Spool | None = None,
+        leadership: Leadership | None = None,
+        on_promotion: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         super().__init__("writer", stop)
         self.inbox = inbox
@@ -129,6 +136,12 @@ class Writer(Worker):
         # True when the spool holds rows that are not in memory (left by an
         # earlier run, or evicted from memory during a long outage).
         self._spool_has_more = spool is not None and spool.size > 0
+        self.leadership = leadership
+        self.symbols: list[str] = []
+        self.on_promotion = on_promotion
+        self._next_election = 0.0
+        self._announced_standby = False
+        self._elections = 0
 
     @property
     def waiting(self) -> int:
@@ -144,12 +157,90 @@ class Writer(Worker):
                 finished = True  # the aggregator is gone without saying so
             if self._in_outage:
                 self._spool_dirty()
+            if not self._may_write():
+                continue
             if self.waiting and time.monotonic() >= next_flush and not finished:
                 ok = self.flush()
                 next_flush = time.monotonic() + (
                     self.flush_interval if ok else self._next_outage_delay()
                 )
         self._final_flush()
+
+    def _may_write(self) -> bool:
+        """Only the leader writes; a standby keeps the last minute of bars so that
+        it can fill the gap when it takes over."""
+        if self.leadership is None:
+            return True
+        now = time.monotonic()
+        if now >= self._next_election:
+            self._next_election = now + 1.0
+            was_leader = self.leadership.is_leader
+            try:
+                promoted = self.leadership.maintain()
+            except Exception as exc:  # never let the election kill the writer
+                promoted = False
+                self._throttle.log(
+                    logging.ERROR, "election", now, "❌ writer election failed: %s", exc
+                )
+            first = self._elections == 0
+            self._elections += 1
+            if promoted and first:
+                # Leader from the start: numbering read at startup is right.
+                logger.info(
+                    "👑 this collector is the writer for %s", self.leadership.name
+                )
+            elif promoted:
+                self._take_over()
+            elif was_leader and not self.leadership.is_leader:
+                self.stats.demotions += 1
+            elif not self._announced_standby and not self.leadership.is_leader:
+                self._announced_standby = True
+                logger.warning(
+                    "🧍 standby: another collector writes %s; taking over if it stops",
+                    self.leadership.name,
+                )
+        if self.leadership.is_leader:
+            return True
+        horizon = self.clock.now() - STANDBY_KEEP
+        for key in [k for k in self.pending_bars if k[1] < horizon]:
+            del self.pending_bars[key]
+        self.pending_candles.clear()  # a standby's candle numbers mean nothing
+        self._dirty_bars.clear()
+        self._dirty_candles.clear()
+        return False
+
+    def _take_over(self) -> None:
+        """Now the writer: keep only bars after what the old leader stored, and
+        have the aggregator number candles after the stored ones."""
+        close_old_connections()
+        try:
+            last_seconds, next_numbers = {}, {}
+            for ticker in Ticker.objects.filter(symbol__in=self.symbols_hint()):
+                last = ticker.second_snapshots.aggregate(t=Max("timestamp"))["t"]
+                if last is not None:
+                    last_seconds[ticker.symbol] = int(last.timestamp())
+                number = ticker.tick_candles.aggregate(n=Max("candle_number"))["n"]
+                next_numbers[ticker.symbol] = (number or 0) + 1
+        except DatabaseError as exc:
+            connection.close()
+            self.leadership.release()
+            logger.error("❌ cannot take over as the writer yet: %s", exc)
+            return
+        for key in list(self.pending_bars):
+            if key[1] <= last_seconds.get(key[0], -1):
+                del self.pending_bars[key]
+        self.pending_candles.clear()
+        self.stats.promotions += 1
+        logger.warning(
+            "👑 this collector is the writer for %s (%d recent bars to write)",
+            self.leadership.name,
+            len(self.pending_bars),
+        )
+        if self.on_promotion is not None:
+            self.on_promotion(next_numbers)
+
+    def symbols_hint(self) -> list[str]:
+        return sorted({key[0] for key in self.pending_bars} | set(self.symbols))
 
     def _collect(self, wait: float) -> bool:
         """Take everything the aggregator has handed on; True once it finished."""
@@ -418,6 +509,8 @@ class Writer(Worker):
         )
 
     def _final_flush(self) -> None:
+        if self.leadership is not None and not self.leadership.is_leader:
+            return  # a standby writes nothing
         deadline = time.monotonic() + self.shutdown_deadline
         while self.waiting and time.monotonic() < deadline:
             if self.flush():
@@ -438,4 +531,6 @@ class Writer(Worker):
         )
 
     def cleanup(self) -> None:
+        if self.leadership is not None:
+            self.leadership.release()
         connection.close()

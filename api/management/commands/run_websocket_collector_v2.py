@@ -200,6 +200,7 @@ class Command(BaseCommand):
             spool_dir=options["spool_dir"]
             or Path(settings.DATA_DIR) / "spool" / symbol_set_key(symbols),
             spool_max_bytes=int(options["spool_max_mb"] * 1024 * 1024),
+            writer_lock=symbol_set_key(symbols),
             metrics_host=options["metrics_host"],
             policy=FeedPolicy(),
         )

@@ -1,0 +1,273 @@
+"""replay_frames: a journal rebuilds exactly the bars of its stream, idempotently."""
+
+import json
+import random
+from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from api.collector.journal import Journal
+from api.models import SecondSnapshot, TickCandle100, Ticker
+from tests.integration.reference import (
+    second_bars,
+    stored_second_bars,
+    stored_tick_candles,
+    tick_candles,
+)
+
+pytestmark = pytest.mark.django_db
+
+S0 = 1_795_960_800  # 2026-11-29T10:00:00Z, start of the first run
+RESTART_AT = 310  # trades before it belong to run 1, the rest to run 2
+LATE_AFTER = 250  # a print for second S0+3 arrives after this trade (S0+6.8)
+FIRST_AAPL, FIRST_MSFT = 57, 1  # run 1 resumed numbering here
+
+
+def iso(second: float) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat()
+
+
+def build_stream() -> tuple[list[tuple], list[dict]]:
+    """Journal events in order, ("frame", received_at, data) or ("mark", received_at,
+    next numbers, carried), and the subscribed trades in arrival order: two runs,
+    jittered exchange times, one late print, noise."""
+    rng = random.Random(7)
+    events: list[tuple] = [("mark", S0, {"AAPL": FIRST_AAPL, "MSFT": FIRST_MSFT}, {})]
+    trades: list[dict] = []
+    for i in range(600):
+        if i == RESTART_AT:
+            aapl = sum(1 for t in trades if t["s"] == "AAPL")
+            msft = len(trades) - aapl
+            events.append(
+                (
+                    "mark",
+                    S0 + 10.0,  # the second run started at 10:00:10
+                    {
+                        "AAPL": FIRST_AAPL + aapl // 100,
+                        "MSFT": FIRST_MSFT + msft // 100,
+                    },
+                    # Its partial 100-trade bars were saved at stop and continued.
+                    {"AAPL": aapl % 100, "MSFT": msft % 100},
+                )
+            )
+            # Stamped before the run started: the live aggregator leaves that
+            # second to the run before, but counts the trade for 100-trade bars.
+            stale = {"s": "AAPL", "p": 151.0, "v": 3, "t": (S0 + 8) * 1000 + 900}
+            events.append(("frame", S0 + 11.0, json.dumps(stale).encode()))
+            trades.append(stale)
+        gap = 3000 if i >= RESTART_AT else 0  # the collector was down 3 s
+        received = S0 + 0.56 + i * 0.025 + gap / 1000
+        trade = {
+            "s": "MSFT" if i % 3 == 0 else "AAPL",
+            "p": round(150 + rng.random() * 2, 2),
+            "v": rng.randint(1, 500),
+            # Up to 40 ms either way: trades arrive out of exchange-time order.
+            "t": S0 * 1000 + 500 + i * 25 + gap + rng.randint(-40, 40),
+            "c": [12],
+            "dp": False,
+            "ms": "open",
+        }
+        events.append(("frame", received, json.dumps(trade).encode()))
+        trades.append(trade)
+        if i == LATE_AFTER:
+            late = {"s": "AAPL", "p": 999.5, "v": 7, "t": (S0 + 3) * 1000 + 250}
+            events.append(("frame", received + 0.001, json.dumps(late).encode()))
+            trades.append(late)
+        if i == 100:
+            at = received + 0.0005
+            events.append(("frame", at, b"\xff\xfe not json, not even UTF-8"))
+            events.append(
+                ("frame", at, b'{"s":"TSLA","p":200.5,"v":1,"t":%d}' % 10**12)
+            )
+            quote = {"s": "AAPL", "bp": 150.1, "ap": 150.2, "t": S0 * 1000}
+            events.append(("frame", at, json.dumps(quote).encode()))
+    return events, trades
+
+
+EVENTS, TRADES = build_stream()
+STALE = {"s": "AAPL", "p": 151.0, "v": 3, "t": (S0 + 8) * 1000 + 900}
+FRAMES = [event for event in EVENTS if event[0] == "frame"]
+MARKS = [event[1:] for event in EVENTS if event[0] == "mark"]
+
+
+@pytest.fixture(scope="module")
+def journal_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("journal")
+    journal = Journal(directory, flush_interval=None, flush_records=200)
+    for kind, received, *rest in EVENTS:
+        if kind == "mark":
+            journal.mark_start(rest[0], received_at=received, carried=rest[1])
+        else:
+            journal.record(rest[0], received)
+    journal.close()
+    return directory
+
+
+def expected_bars() -> dict:
+    run2 = TRADES.index(STALE)
+    return second_bars(TRADES[:run2] + TRADES[run2 + 1 :])
+
+
+def expected_candles() -> dict:
+    aapl = [t for t in TRADES if t["s"] == "AAPL"]
+    msft = [t for t in TRADES if t["s"] == "MSFT"]
+    return {
+        **tick_candles(aapl, first_number=FIRST_AAPL),
+        **tick_candles(msft, first_number=FIRST_MSFT),
+    }
+
+
+def replay(*args) -> str:
+    out, err = StringIO(), StringIO()
+    call_command("replay_frames", *map(str, args), stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+def table(model, order: str, skip: tuple[str, ...] = ("updated_at",)) -> list:
+    """Every row's stored values, in key order."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname not in skip]
+    return list(model.objects.order_by("ticker__symbol", order).values_list(*names))
+
+
+def everything(skip: tuple[str, ...] = ("updated_at",)) -> tuple[list, list]:
+    return (
+        table(SecondSnapshot, "timestamp", skip),
+        table(TickCandle100, "candle_number", skip),
+    )
+
+
+def test_it_writes_the_start_marks_where_the_runs_began(journal_dir):
+    from api.collector.journal import StartMark, read_entries
+
+    marks = [e for e in read_entries(journal_dir) if type(e) is StartMark]
+
+    assert [(m.received_at, m.next_candle, m.carried) for m in marks] == MARKS
+    assert MARKS[1][1:] == ({"AAPL": 59, "MSFT": 2}, {"AAPL": 7, "MSFT": 4})
+
+
+def test_it_rebuilds_exactly_the_bars_of_the_stream(journal_dir):
+    output = replay(journal_dir)
+
+    assert stored_second_bars() == expected_bars()
+    assert stored_tick_candles() == expected_candles()
+    assert sorted(expected_candles()) == [
+        ("AAPL", 57),
+        ("AAPL", 58),
+        ("AAPL", 59),
+        ("AAPL", 60),
+        ("MSFT", 1),
+        ("MSFT", 2),
+    ]
+    late = SecondSnapshot.objects.get(ticker__symbol="AAPL", timestamp=iso(S0 + 3))
+    assert late.ohlc_1sec_high == 999.5
+    assert set(SecondSnapshot.objects.values_list("source", flat=True)) == {"replay"}
+    assert set(TickCandle100.objects.values_list("source", flat=True)) == {"replay"}
+    assert sorted(Ticker.objects.values_list("symbol", flat=True)) == ["AAPL", "MSFT"]
+    assert output == (
+        f"frames {len(FRAMES)}, trades 602, malformed 1, ignored 2, runs 2, "
+        f"bars {len(expected_bars())}, revisions 1, candles 6, before start 1, "
+        "dropped late 0\n"
+    )
+
+
+def test_it_changes_nothing_when_replayed_again(journal_dir):
+    replay(journal_dir)
+    before = everything()
+
+    replay(journal_dir)
+
+    assert everything() == before
+    assert len(before[0]) == len(expected_bars())
+
+
+def test_it_keeps_the_scores_and_source_of_stored_rows(journal_dir):
+    replay(journal_dir)
+    row = SecondSnapshot.objects.get(ticker__symbol="MSFT", timestamp=iso(S0 + 2))
+    row.composite_score, row.flow_score_cached, row.source = 12.5, -3.0, "eodhd_ws"
+    row.ohlc_1sec_close = 1  # a wrong value a replay must fix
+    row.save()
+    TickCandle100.objects.filter(candle_number=58).update(source="eodhd_ws")
+
+    replay(journal_dir)
+
+    row.refresh_from_db()
+    assert (row.composite_score, row.flow_score_cached, row.source) == (
+        12.5,
+        -3.0,
+        "eodhd_ws",
+    )
+    assert row.ohlc_1sec_close == expected_bars()[("MSFT", S0 + 2)][3]
+    assert TickCandle100.objects.get(candle_number=58).source == "eodhd_ws"
+
+
+def test_it_restores_deleted_rows(journal_dir):
+    replay(journal_dir)
+    skip = ("id", "created_at", "updated_at")
+    complete = everything(skip)
+    SecondSnapshot.objects.filter(
+        timestamp__gte=iso(S0 + 4), timestamp__lt=iso(S0 + 9)
+    ).delete()
+    TickCandle100.objects.filter(ticker__symbol="AAPL", candle_number=59).delete()
+    assert everything(skip) != complete
+
+    replay(journal_dir)
+
+    assert everything(skip) == complete
+
+
+def test_it_writes_only_the_bars_of_the_window(journal_dir):
+    start, end = S0 + 5, S0 + 12
+
+    output = replay(journal_dir, "--from", iso(start), "--to", iso(end))
+
+    bars = {k: v for k, v in expected_bars().items() if start <= k[1] < end}
+    candles = {
+        k: v for k, v in expected_candles().items() if start * 1000 <= v[6] < end * 1000
+    }
+    assert stored_second_bars() == bars
+    assert stored_tick_candles() == candles
+    assert len(bars) == 10 and len(candles) == 2
+    assert f"bars {len(bars)}, revisions 0, candles 2," in output
+
+
+def test_it_replays_only_the_symbols_asked_for(journal_dir):
+    replay(journal_dir, "--symbols", "MSFT")
+
+    assert stored_second_bars() == {
+        k: v for k, v in expected_bars().items() if k[0] == "MSFT"
+    }
+    assert sorted(stored_tick_candles()) == [("MSFT", 1), ("MSFT", 2)]
+
+
+def test_it_writes_nothing_on_a_dry_run(journal_dir):
+    output = replay(journal_dir, "--dry-run")
+
+    assert (Ticker.objects.count(), SecondSnapshot.objects.count()) == (0, 0)
+    assert TickCandle100.objects.count() == 0
+    assert f"bars {len(expected_bars())}, revisions 1, candles 6," in output
+    assert "dry run: nothing written" in output
+
+
+def test_it_numbers_candles_from_1_without_a_start_mark(tmp_path):
+    journal = Journal(tmp_path, flush_interval=None)
+    aapl = [t for t in TRADES if t["s"] == "AAPL"][:250]
+    for n, trade in enumerate(aapl):
+        journal.record(json.dumps(trade).encode(), S0 + 1 + n * 0.01)
+    journal.close()
+
+    output = replay(tmp_path)
+
+    assert stored_tick_candles() == tick_candles(aapl, first_number=1)
+    assert "without a start mark" in output
+
+
+def test_it_refuses_a_bad_window(tmp_path):
+    with pytest.raises(CommandError, match="not an ISO 8601"):
+        replay(tmp_path, "--from", "yesterday")
+    with pytest.raises(CommandError, match="before --to"):
+        replay(tmp_path, "--from", iso(S0 + 5), "--to", iso(S0))
