@@ -104,6 +104,7 @@ class Receiver(Worker):
         self._delivered = False
         self._last_pong = 0.0
         self._throttle = LogThrottle(logger)
+        self.journal = None  # set to a Journal to record every raw frame
 
     # Called from other threads -------------------------------------------------
 
@@ -262,6 +263,7 @@ class Receiver(Worker):
     def _receive(self, ws: websocket.WebSocket, batch: list[Trade]) -> None:
         """The receive loop; returns only by raising _Reconnect."""
         policy, stats, wanted = self.policy, self.stats, self._wanted
+        journal, clock = self.journal, self.clock
         self._last_pong = time.monotonic()
         ping_due = time.monotonic() + policy.ping_interval
         pong_wait_since: float | None = None
@@ -272,6 +274,8 @@ class Receiver(Worker):
             now = time.monotonic()
             if data is not None:
                 stats.frames += 1
+                if journal is not None:
+                    journal.record(data, clock.now())
                 msg = parse_frame(data)
                 if type(msg) is Trade:
                     if msg.symbol in wanted:

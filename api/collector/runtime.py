@@ -15,6 +15,7 @@ from django.db.models import Max
 from api.collector.aggregator import Aggregator
 from api.collector.clock import Clock
 from api.collector.feed import FeedPolicy, Receiver
+from api.collector.journal import Journal
 from api.collector.leader import FileLeadership, PostgresLeadership
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
@@ -61,6 +62,7 @@ class CollectorConfig:
     spool_max_bytes: int = 512 * 1024 * 1024
     # The name of the symbol set for the writer election; None: no election.
     writer_lock: str | None = None
+    record_dir: Path | None = None  # journal every raw frame here
 
 
 class Collector:
@@ -87,6 +89,7 @@ class Collector:
         self.sentiment: SentimentEngine | None = None
         self.news: NewsPoller | None = None
         self.metrics: MetricsServer | None = None
+        self.journal: Journal | None = None
         self.sentiment_queue: queue.Queue = queue.Queue(maxsize=10_000)
         self.spool = (
             Spool(config.spool_dir, config.spool_max_bytes)
@@ -273,6 +276,15 @@ class Collector:
         if numbers is None:
             return False
         self.build(numbers)
+        if cfg.record_dir is not None:
+            self.journal = Journal(cfg.record_dir)
+            self.journal.mark_start(
+                numbers,
+                received_at=float(self.aggregator.start_second),
+                carried={s: len(t) for s, t in self.partial_candles.items()},
+            )
+            self.receiver.journal = self.journal
+            logger.info("📼 recording every frame to %s", cfg.record_dir)
         for worker in self.workers:
             if worker is not None:
                 worker.start()
@@ -320,6 +332,8 @@ class Collector:
                 worker.join(max(0.05, deadline - time.monotonic()))
         if self.metrics is not None:
             self.metrics.stop()
+        if self.journal is not None:
+            self.journal.close()
         # Only the pipeline must finish: a news request in flight may not.
         pipeline = [self.receiver, self.aggregator, self.writer]
         stuck = [w.name for w in pipeline if w is not None and w.is_alive()]

@@ -271,3 +271,24 @@ def test_it_refuses_a_bad_window(tmp_path):
         replay(tmp_path, "--from", "yesterday")
     with pytest.raises(CommandError, match="before --to"):
         replay(tmp_path, "--from", iso(S0 + 5), "--to", iso(S0))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_rebuilds_the_bars_of_a_live_run_from_its_journal(tmp_path):
+    from tests.integration.test_collector import collector, feed, received, wait_until
+
+    with feed(
+        rate=1500, seed=59, jitter_ms=300, late_prob=0.02, max_trades=3000
+    ) as server:
+        with collector(server, record_dir=tmp_path) as app:
+            assert wait_until(lambda: received(app) == 3000, 30)
+            assert app.shutdown() == 0
+    live_bars = stored_second_bars()
+    live_candles = stored_tick_candles()
+    assert live_bars and live_candles
+    SecondSnapshot.objects.all().delete()
+    TickCandle100.objects.all().delete()
+
+    call_command("replay_frames", str(tmp_path), stdout=StringIO())
+    assert stored_second_bars() == live_bars
+    assert stored_tick_candles() == live_candles

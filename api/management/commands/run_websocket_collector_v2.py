@@ -138,6 +138,12 @@ class Command(BaseCommand):
             help="spool size cap; past it the oldest bars are dropped (default 512)",
         )
         parser.add_argument(
+            "--record-dir",
+            type=Path,
+            help="journal every raw frame here (gzip, hourly files) for "
+            "replay_frames; give each collector its own folder",
+        )
+        parser.add_argument(
             "--no-news", action="store_true", help="no news polling (news score NULL)"
         )
         parser.add_argument(
@@ -201,6 +207,7 @@ class Command(BaseCommand):
             or Path(settings.DATA_DIR) / "spool" / symbol_set_key(symbols),
             spool_max_bytes=int(options["spool_max_mb"] * 1024 * 1024),
             writer_lock=symbol_set_key(symbols),
+            record_dir=options["record_dir"],
             metrics_host=options["metrics_host"],
             policy=FeedPolicy(),
         )
