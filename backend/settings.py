@@ -116,18 +116,42 @@ COLLECTOR_MAX_PENDING_BARS = env_int("COLLECTOR_MAX_PENDING_BARS", 500_000, 1000
 COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
 COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
 
+COLLECTOR_LOG_MAX_MB = env_int("COLLECTOR_LOG_MAX_MB", 50, 1)
+COLLECTOR_LOG_BACKUPS = env_int("COLLECTOR_LOG_BACKUPS", 5, 0)
+
+_LOG_HANDLERS = {
+    "console": {
+        "class": "logging.StreamHandler",
+        "formatter": COLLECTOR_LOG_FORMAT if COLLECTOR_LOG_FORMAT == "json" else "text",
+        "filters": ["redact", "repeats"],
+    },
+}
+if COLLECTOR_LOG_FILE:
+    _LOG_HANDLERS["file"] = {
+        "class": "logging.handlers.RotatingFileHandler",
+        "filename": COLLECTOR_LOG_FILE,
+        "maxBytes": COLLECTOR_LOG_MAX_MB * 1024 * 1024,
+        "backupCount": COLLECTOR_LOG_BACKUPS,
+        "encoding": "utf-8",
+        "formatter": _LOG_HANDLERS["console"]["formatter"],
+        "filters": ["redact", "repeats"],
+    }
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "redact": {"()": "api.logs.RedactFilter"},
+        "repeats": {"()": "api.logs.RepeatFilter", "interval": 60.0},
+    },
     "formatters": {
-        "console": {
+        "text": {
             "format": "%(asctime)s %(levelname)-7s [%(threadName)s] %(message)s",
         },
+        "json": {"()": "api.logs.JsonFormatter"},
     },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "console"},
-    },
-    "root": {"handlers": ["console"], "level": "INFO"},
+    "handlers": _LOG_HANDLERS,
+    "root": {"handlers": list(_LOG_HANDLERS), "level": "INFO"},
     "loggers": {
         "django": {"level": "WARNING"},
         "websocket": {"level": "WARNING"},
