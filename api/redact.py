@@ -2,7 +2,7 @@
 
 import re
 
-_TOKEN = re.compile(r"(api_token=)[^&#\s]*", re.IGNORECASE)
+_TOKEN = re.compile(r"(api_token=)[^&#\s,;'\")]*", re.IGNORECASE)
 
 
 def mask_token(text: str) -> str:

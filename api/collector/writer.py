@@ -407,6 +407,14 @@ class Writer(Worker):
                     stats.delay_histogram.observe(delay)
                     by_symbol = stats.bars_by_symbol
                     by_symbol[bar.symbol] = by_symbol.get(bar.symbol, 0) + 1
+            if stats.last_commit_at is None:
+                logger.info(
+                    "✅ first bars stored: %d 1-second bars, up to %s",
+                    len(items),
+                    datetime.fromtimestamp(items[-1][0][1], tz=UTC).strftime(
+                        "%H:%M:%S"
+                    ),
+                )
             stats.last_commit_at = now
         if self.pending_candles:
             items = sorted(self.pending_candles.items(), key=lambda kv: kv[0][1])

@@ -16,3 +16,9 @@ def test_it_masks_every_occurrence_in_free_text():
 
 def test_it_leaves_text_without_a_token_alone():
     assert mask_token("ws://127.0.0.1:8765/ws/us") == "ws://127.0.0.1:8765/ws/us"
+
+
+def test_it_stops_at_punctuation_after_the_token():
+    assert mask_token("at wss://h/ws?api_token=k3y, subscribed") == (
+        "at wss://h/ws?api_token=***, subscribed"
+    )

@@ -207,6 +207,8 @@ class Command(BaseCommand):
             or Path(settings.DATA_DIR) / "spool" / symbol_set_key(symbols),
             spool_max_bytes=int(options["spool_max_mb"] * 1024 * 1024),
             writer_lock=symbol_set_key(symbols),
+            # A demo shows its progress every 10 s, not every minute.
+            health_log_interval=10.0 if options["demo"] else 60.0,
             record_dir=options["record_dir"],
             metrics_host=options["metrics_host"],
             policy=FeedPolicy(),
