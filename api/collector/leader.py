@@ -24,40 +24,62 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+PROMOTED = "promoted"  # took over from another collector (or first start)
+REGAINED = "regained"  # had lost contact with the lock's server; nobody else took it
+
+
 class Leadership:
-    """`maintain()` is called about once a second by one thread; `is_leader` is
-    read by the others."""
+    """`maintain()` is called about once a second by the writer thread.
+
+    Three states: leader; standby (another collector holds the lock); and out of
+    contact (the database cannot be reached, so nobody can tell). Out of contact
+    the writer keeps and spools its bars like a leader in an outage: losing the
+    database must never turn into losing bars."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.is_leader = False
+        self.out_of_contact = False
         self.promotions = 0
         self._last_verified = 0.0
 
-    def maintain(self) -> bool:
-        """Acquire the lock when free, or verify it is still held; returns True on
-        a promotion (standby -> leader)."""
+    @property
+    def is_standby(self) -> bool:
+        return not self.is_leader and not self.out_of_contact
+
+    def maintain(self) -> str | None:
+        """Acquire the lock when free, or verify it is still held. Returns
+        PROMOTED or REGAINED when this collector (again) becomes the writer."""
         now = time.monotonic()
         if self.is_leader:
             if now - self._last_verified >= VERIFY_EVERY:
                 self._last_verified = now
                 if not self._still_held():
                     self.is_leader = False
+                    self.out_of_contact = True
                     logger.error(
-                        "❌ lost the writer lock for %s: now standby", self.name
+                        "❌ lost contact with the writer lock of %s; keeping every "
+                        "bar until it is back",
+                        self.name,
                     )
-            return False
-        if self._try_acquire():
-            self.is_leader = True
-            self._last_verified = now
-            self.promotions += 1
-            return True
-        return False
+            return None
+        acquired = self._try_acquire()  # None: no answer from the server
+        if acquired is None:
+            self.out_of_contact = self.out_of_contact or self.promotions > 0
+            return None
+        was_out = self.out_of_contact
+        self.out_of_contact = False
+        if not acquired:
+            return None
+        self.is_leader = True
+        self._last_verified = now
+        self.promotions += 1
+        return REGAINED if was_out else PROMOTED
 
     def release(self) -> None:
         self.is_leader = False
 
-    def _try_acquire(self) -> bool:
+    def _try_acquire(self) -> bool | None:
         raise NotImplementedError
 
     def _still_held(self) -> bool:
@@ -94,15 +116,17 @@ class PostgresLeadership(Leadership):
             self._conn.autocommit = True
         return self._conn
 
-    def _try_acquire(self) -> bool:
+    def _try_acquire(self) -> bool | None:
         try:
             with self._connection().cursor() as cursor:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
                 return bool(cursor.fetchone()[0])
         except psycopg2.Error as exc:
-            logger.warning("cannot ask for the writer lock: %s", exc)
+            logger.warning(
+                "cannot ask for the writer lock: %s", str(exc).strip().splitlines()[0]
+            )
             self._drop()
-            return False
+            return None
 
     def _still_held(self) -> bool:
         try:
@@ -139,7 +163,7 @@ class FileLeadership(Leadership):
         self.path = directory / f"writer-{lock_key(name) & 0xFFFFFFFF:08x}.lock"
         self._fd: int | None = None
 
-    def _try_acquire(self) -> bool:
+    def _try_acquire(self) -> bool | None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

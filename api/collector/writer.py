@@ -22,7 +22,7 @@ from django.db.models import Max
 
 from api.collector.aggregator import FINISHED, WriteBatch
 from api.collector.clock import Clock
-from api.collector.leader import Leadership
+from api.collector.leader import PROMOTED, REGAINED, Leadership
 from api.collector.metrics import DelayHistogram
 from api.collector.spool import Spool, encode_bar, encode_candle
 from api.collector.throttle import LogThrottle
@@ -174,26 +174,29 @@ class Writer(Worker):
         now = time.monotonic()
         if now >= self._next_election:
             self._next_election = now + 1.0
-            was_leader = self.leadership.is_leader
             try:
-                promoted = self.leadership.maintain()
+                event = self.leadership.maintain()
             except Exception as exc:  # never let the election kill the writer
-                promoted = False
+                event = None
                 self._throttle.log(
                     logging.ERROR, "election", now, "❌ writer election failed: %s", exc
                 )
             first = self._elections == 0
             self._elections += 1
-            if promoted and first:
+            if event == PROMOTED and first:
                 # Leader from the start: numbering read at startup is right.
                 logger.info(
                     "👑 this collector is the writer for %s", self.leadership.name
                 )
-            elif promoted:
+            elif event == PROMOTED:
                 self._take_over()
-            elif was_leader and not self.leadership.is_leader:
-                self.stats.demotions += 1
-            elif not self._announced_standby and not self.leadership.is_leader:
+            elif event == REGAINED:
+                logger.info(
+                    "👑 writer lock of %s regained; writing the %d waiting bars",
+                    self.leadership.name,
+                    self.waiting,
+                )
+            elif self.leadership.is_standby and not self._announced_standby:
                 self._announced_standby = True
                 logger.warning(
                     "🧍 standby: another collector writes %s; taking over if it stops",
@@ -201,6 +204,10 @@ class Writer(Worker):
                 )
         if self.leadership.is_leader:
             return True
+        if self.leadership.out_of_contact:
+            # As in any outage: keep everything, spool it, write it when back.
+            self._enter_outage()
+            return False
         horizon = self.clock.now() - STANDBY_KEEP
         for key in [k for k in self.pending_bars if k[1] < horizon]:
             del self.pending_bars[key]
@@ -373,6 +380,11 @@ class Writer(Worker):
                 self._in_outage = False
                 self._outage_delay = 0.0
                 return True
+        self._enter_outage()
+        return False
+
+    def _enter_outage(self) -> None:
+        """From now on every bar is spooled as it arrives, until a write succeeds."""
         if not self._in_outage and self.spool is not None:
             logger.warning(
                 "💾 database unavailable: %d bars go to the spool %s until it is back",
@@ -381,7 +393,6 @@ class Writer(Worker):
             )
         self._in_outage = True
         self._spool_dirty()
-        return False
 
     def _write_pending(self) -> None:
         """Upsert pending rows; each table's rows leave `pending` only once stored.
@@ -517,7 +528,7 @@ class Writer(Worker):
         )
 
     def _final_flush(self) -> None:
-        if self.leadership is not None and not self.leadership.is_leader:
+        if self.leadership is not None and self.leadership.is_standby:
             return  # a standby writes nothing
         deadline = time.monotonic() + self.shutdown_deadline
         while self.waiting and time.monotonic() < deadline:

@@ -70,7 +70,7 @@ def test_it_stores_every_bar_exactly_through_a_30s_database_outage(proxy, tmp_pa
         finally:
             output = stop(proc)
         sent = server.sent_trades()
-    assert "spool" in output
+    assert "spool" in output, output
     assert reference.stored_second_bars() == reference.second_bars(sent)
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
 
