@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from api.collector.clock import Clock
 from api.collector.throttle import LogThrottle
 from api.collector.worker import Worker
+from api.redact import mask_token
 from api.sentiment.flow import FlowWindow
 from api.sentiment.holder import LatestScores
 from api.sentiment.news import ArticleStore, NewsClient
@@ -26,12 +27,15 @@ from api.sentiment.scoring import (
 logger = logging.getLogger(__name__)
 
 CLOSES_KEPT = 120  # seconds of 1-second closes per symbol (momentum needs 30)
+WINDOW = 30.0  # seconds of closes behind the momentum
+DAY_SECONDS = 86_400.0
 
 
 class _SymbolState:
     def __init__(self) -> None:
         self.closes: deque[tuple[float, float]] = deque(maxlen=CLOSES_KEPT)
         self.smoother = TechnicalSmoother()
+        self.momentum_at: float | None = None  # when momentum was last known
         self.flow = FlowWindow()
 
 
@@ -138,7 +142,15 @@ class SentimentEngine(Worker):
         )
         # Closes keep their order of closing; momentum wants them by time.
         closes = sorted(state.closes)
-        technical = state.smoother.update(technical_momentum(closes, now))
+        raw = technical_momentum(closes, now, WINDOW)
+        if raw is not None:
+            state.momentum_at = now
+        elif state.momentum_at is not None and now - state.momentum_at > WINDOW:
+            # The smoother bridges a short gap in closes, but a momentum from
+            # before a halt (or yesterday's session) says nothing about now.
+            state.smoother = TechnicalSmoother()
+            state.momentum_at = None
+        technical = state.smoother.update(raw)
         flow = state.flow.score(now)
         return Scores(
             composite=composite(news, technical, flow, self.weights),
@@ -181,10 +193,29 @@ class NewsPoller(Worker):
         self.articles = articles
         self.symbols = list(symbols)
         self.clock = clock or Clock()
-        self.poll_interval = poll_interval
+        self.poll_interval = max(poll_interval, self._budget_interval())
+        if self.poll_interval > poll_interval:
+            logger.warning(
+                "news: polling %d symbols every %.0fs would exceed the daily budget "
+                "of %d calls; polling each every %.0fs instead",
+                len(self.symbols),
+                poll_interval,
+                client.daily_call_budget,
+                self.poll_interval,
+            )
         self.polls = 0
         self.failures = 0
         self._due = {symbol: 0.0 for symbol in symbols}
+        self._throttle = LogThrottle(logger)
+
+    def _budget_interval(self) -> float:
+        """The shortest interval at which polling every symbol around the clock
+        fits the daily budget; faster, it runs out before the US session opens."""
+        budget = self.client.daily_call_budget
+        if budget <= 0:
+            return 0.0  # can_call() refuses every call anyway
+        calls = len(self.symbols) * self.client.cost_per_request
+        return calls * DAY_SECONDS / budget
 
     def poll_due(self) -> bool:
         """Poll every symbol that is due and allowed; True if any call was made."""
@@ -193,15 +224,30 @@ class NewsPoller(Worker):
             now = self.clock.now()
             if now < self._due[symbol] or not self.client.can_call(now):
                 continue
-            day = datetime.fromtimestamp(now, tz=UTC).date()
-            articles = self.client.fetch(symbol, day, now)
             made = True
             self.polls += 1
             self._due[symbol] = now + self.poll_interval
+            try:
+                day = datetime.fromtimestamp(now, tz=UTC).date()
+                articles = self.client.fetch(symbol, day, now)
+                added = (
+                    None if articles is None else self.articles.merge(symbol, articles)
+                )
+            except Exception as exc:
+                # News is optional: whatever a response does to us must not stop
+                # the collector. The known articles stay, as in any outage.
+                articles = None
+                self._throttle.log(
+                    logging.ERROR,
+                    f"news {symbol}",
+                    time.monotonic(),
+                    "❌ news for %s failed unexpectedly: %s",
+                    symbol,
+                    mask_token(repr(exc)),
+                )
             if articles is None:
                 self.failures += 1
                 continue
-            added = self.articles.merge(symbol, articles)
             if added:
                 logger.info("📰 %s: %d new articles", symbol, added)
         return made

@@ -6,7 +6,6 @@ caller passes `now` (epoch seconds) so the budget and backoff are testable.
 """
 
 import logging
-import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -74,9 +73,11 @@ def parse_article(item: object) -> Article | None:
     polarity = sentiment.get("polarity")
     if isinstance(polarity, bool) or not isinstance(polarity, int | float):
         return None
-    if not math.isfinite(polarity):
-        return None
+    # Compared before any float conversion: a huge JSON integer would overflow.
+    if not -1 <= polarity <= 1:
+        return None  # out of range or NaN: not a polarity we can trust
     try:
+        normalise_url(url)  # its dedupe key must exist (urlsplit can refuse)
         published_at = parse_published(published)
     except ValueError:
         return None
