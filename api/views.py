@@ -114,29 +114,35 @@ def _respond(ticker, start, end, limit, capped, timeframe, data) -> JsonResponse
     return JsonResponse({"ticker": ticker.symbol, "data": data, "metadata": metadata})
 
 
+def _seconds(ticker: Ticker, start: datetime, end: datetime, limit: int, *columns):
+    """Columns of the 1-second bars of a window, in time order."""
+    window = SecondSnapshot.objects.filter(
+        ticker=ticker, timestamp__gte=start, timestamp__lt=end
+    )
+    return window.order_by("timestamp").values_list(*columns)[:limit]
+
+
 @require_GET
 def second_candles(request) -> JsonResponse:
     query = _query(request)
     if isinstance(query, JsonResponse):
         return query
     ticker, start, end, limit, capped = query
-    rows = (
-        SecondSnapshot.objects.filter(
-            ticker=ticker, timestamp__gte=start, timestamp__lt=end
-        )
-        .order_by("timestamp")
-        .values_list(
-            "timestamp",
-            "ohlc_1sec_open",
-            "ohlc_1sec_high",
-            "ohlc_1sec_low",
-            "ohlc_1sec_close",
-            "ohlc_1sec_volume",
-            "ohlc_1sec_tick_count",
-            "composite_score",
-            "news_score_cached",
-            "technical_score_cached",
-        )[:limit]
+    rows = _seconds(
+        ticker,
+        start,
+        end,
+        limit,
+        "timestamp",
+        "ohlc_1sec_open",
+        "ohlc_1sec_high",
+        "ohlc_1sec_low",
+        "ohlc_1sec_close",
+        "ohlc_1sec_volume",
+        "ohlc_1sec_tick_count",
+        "composite_score",
+        "news_score_cached",
+        "technical_score_cached",
     )
     data = [
         {
@@ -206,19 +212,17 @@ def realtime_sentiment(request) -> JsonResponse:
     if isinstance(query, JsonResponse):
         return query
     ticker, start, end, limit, capped = query
-    rows = (
-        SecondSnapshot.objects.filter(
-            ticker=ticker, timestamp__gte=start, timestamp__lt=end
-        )
-        .order_by("timestamp")
-        .values_list(
-            "timestamp",
-            "ohlc_1sec_close",
-            "composite_score",
-            "news_score_cached",
-            "technical_score_cached",
-            "flow_score_cached",
-        )[:limit]
+    rows = _seconds(
+        ticker,
+        start,
+        end,
+        limit,
+        "timestamp",
+        "ohlc_1sec_close",
+        "composite_score",
+        "news_score_cached",
+        "technical_score_cached",
+        "flow_score_cached",
     )
     data = [
         {

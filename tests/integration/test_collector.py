@@ -3,7 +3,7 @@ threads, the real database."""
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ from api.collector.feed import FeedPolicy
 from api.collector.runtime import Collector, CollectorConfig
 from api.collector.simulator import FeedServer, SimOptions
 from tests.integration import reference
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,15 +26,6 @@ FAST = FeedPolicy(
     authorize_timeout=2.0,
     connect_timeout=2.0,
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @contextlib.contextmanager

@@ -15,19 +15,11 @@ from api.models import SecondSnapshot
 from tests.integration import reference
 from tests.integration.process import start_collector
 from tests.integration.proxy import TcpProxy
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 SYMBOLS = "AAPL,MSFT"
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
