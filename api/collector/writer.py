@@ -2,6 +2,7 @@
 table per flush; retries with backoff; a database outage never drops a bar."""
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -63,6 +64,8 @@ CANDLE_FIELDS = [
     "duration_seconds",
     "source",
 ]
+MIN_GAP = 0.5  # seconds between two flushes at the least
+CHECK_EVERY = 30.0  # seconds between connection health checks
 STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
 OUTAGE_BACKOFF_CAP = 30.0
@@ -142,6 +145,8 @@ class Writer(Worker):
         self._next_election = 0.0
         self._announced_standby = False
         self._elections = 0
+        self._fresh_bars = False  # newly closed seconds wait (not only revisions)
+        self._checked_at = -math.inf
 
     @property
     def waiting(self) -> int:
@@ -149,21 +154,29 @@ class Writer(Worker):
 
     def work(self) -> None:
         finished = False
-        next_flush = 0.0
+        last_flush = -math.inf
+        retry_at = 0.0
         while not finished:
-            wait = max(0.05, next_flush - time.monotonic()) if self.waiting else 0.5
-            finished = self._collect(wait)
+            finished = self._collect(0.05 if self.waiting else 0.5)
             if not finished and self.stop.is_set() and self.upstream_done():
                 finished = True  # the aggregator is gone without saying so
             if self._in_outage:
                 self._spool_dirty()
-            if not self._may_write():
+            if not self._may_write() or finished or not self.waiting:
                 continue
-            if self.waiting and time.monotonic() >= next_flush and not finished:
+            now = time.monotonic()
+            # Flush right after the aggregator closed new seconds (once a second,
+            # so the commit follows the grace period closely), or when anything
+            # has waited a whole interval; never more often than every MIN_GAP,
+            # which keeps it to one upsert per table per second.
+            since = now - last_flush
+            due = (
+                self._fresh_bars and since >= MIN_GAP
+            ) or since >= self.flush_interval
+            if due and now >= retry_at:
                 ok = self.flush()
-                next_flush = time.monotonic() + (
-                    self.flush_interval if ok else self._next_outage_delay()
-                )
+                last_flush = time.monotonic()
+                retry_at = 0.0 if ok else last_flush + self._next_outage_delay()
         self._final_flush()
 
     def _may_write(self) -> bool:
@@ -267,6 +280,8 @@ class Writer(Worker):
     def add(self, batch: WriteBatch) -> None:
         pending = self.pending_bars
         for bar, scores in batch.bars:
+            if not bar.revision:
+                self._fresh_bars = True
             key = (bar.symbol, bar.second)
             waiting = pending.get(key)
             new = not bar.revision or (waiting is not None and waiting[2])
@@ -345,9 +360,7 @@ class Writer(Worker):
                 # Sub-second pauses between attempts; they also run during the
                 # final flush after stop was set, so they do not wait on it.
                 time.sleep(delay)
-            # Django only closes stale connections around requests; a long-lived
-            # thread must do it itself, so a database restart is survived.
-            close_old_connections()
+            self._check_connection()
             try:
                 self._write_pending()
             except (OperationalError, InterfaceError) as exc:
@@ -394,6 +407,16 @@ class Writer(Worker):
         self._in_outage = True
         self._spool_dirty()
 
+    def _check_connection(self) -> None:
+        """Django only closes stale connections around requests; a long-lived
+        thread must do it itself. With CONN_HEALTH_CHECKS that costs a round trip
+        (SELECT 1) per call, so it runs every CHECK_EVERY seconds: a connection
+        that died meanwhile fails its upsert, is closed, and the retry reconnects."""
+        now = time.monotonic()
+        if now - self._checked_at >= CHECK_EVERY:
+            self._checked_at = now
+            close_old_connections()
+
     def _write_pending(self) -> None:
         """Upsert pending rows; each table's rows leave `pending` only once stored.
         Spooled rows go first: memory holds the newer version of any key."""
@@ -438,6 +461,7 @@ class Writer(Worker):
             self.stats.candles_written += len(items)
             self.stats.last_commit_at = self.clock.now()
         self.stats.flushes += 1
+        self._fresh_bars = False
         self._dirty_bars.clear()
         self._dirty_candles.clear()
         if self.spool is not None and self.spool.size:
