@@ -203,3 +203,19 @@ def test_it_survives_its_database_connection_being_killed():
             assert app.shutdown() == 0
     assert killed >= 1
     assert_bars_match(server, app)
+
+
+def test_it_stops_with_a_non_zero_exit_when_a_worker_crashes(monkeypatch, caplog):
+    from api.collector.aggregator import Aggregator
+
+    def broken(self, batch, out):
+        raise RuntimeError("bug in the aggregator")
+
+    monkeypatch.setattr(Aggregator, "ingest", broken)
+    with feed(rate=200, seed=61) as server:
+        with collector(server) as app:
+            assert app.stop.wait(10), "a crashed worker must stop the collector"
+            assert app.shutdown() == 1
+    assert isinstance(app.aggregator.failure, RuntimeError)
+    assert "aggregator crashed; stopping the collector" in caplog.text
+    assert "bug in the aggregator" in caplog.text
