@@ -293,7 +293,9 @@ class Writer(Worker):
             self._dirty_candles.add(key)
         overflow = self.waiting - self.max_pending
         if overflow > 0:
-            self._shed_oldest(overflow)
+            # Shed a tenth at a time, so a long outage does not sort the whole
+            # backlog on every batch.
+            self._shed_oldest(max(overflow, self.max_pending // 10))
 
     def _shed_oldest(self, count: int) -> None:
         """Memory is bounded: past the limit the oldest bars leave memory. With a
