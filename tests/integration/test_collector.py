@@ -219,3 +219,15 @@ def test_it_stops_with_a_non_zero_exit_when_a_worker_crashes(monkeypatch, caplog
     assert isinstance(app.aggregator.failure, RuntimeError)
     assert "aggregator crashed; stopping the collector" in caplog.text
     assert "bug in the aggregator" in caplog.text
+
+
+def test_it_collects_the_crypto_feed_with_string_prices_and_quantities():
+    with feed(rate=1500, seed=67, max_trades=2000) as server:
+        crypto = server.url_for("crypto")
+        with collector(server, symbols=["BTC-USD", "ETH-USD"], ws_url=crypto) as app:
+            assert wait_until(lambda: received(app) == 2000, 30)
+            assert app.shutdown() == 0
+    sent = server.sent_trades()
+    assert isinstance(sent[0]["p"], str) and isinstance(sent[0]["q"], str)
+    assert any("." in trade["q"] for trade in sent)  # fractional quantities
+    assert_bars_match(server, app)
