@@ -107,7 +107,6 @@ class Aggregator(Worker):
         now = self.clock.now()
         add_second, add_tick = self.seconds.add, self.ticks.add
         start_ms = self.start_second * 1000
-        flow = [] if self.sentiment_inbox is not None else None
         for trade in batch:
             if trade.ts_ms >= start_ms:
                 add_second(trade, now)
@@ -116,8 +115,6 @@ class Aggregator(Worker):
             candle = add_tick(trade)
             if candle is not None:
                 out.candles.append(candle)
-            if flow is not None:
-                flow.append(trade)
         if self.verbose and (self.trades + len(batch)) // 50 > self.trades // 50:
             trade = batch[-1]
             logger.info(
@@ -130,8 +127,9 @@ class Aggregator(Worker):
             )
         self.trades += len(batch)
         self.candles += len(out.candles)
-        if flow:
-            self._to_sentiment(("trades", flow))
+        if self.sentiment_inbox is not None and batch:
+            # The receiver hands over a list of its own; no copy needed.
+            self._to_sentiment(("trades", batch))
 
     def close(
         self, now: float, out: WriteBatch, scores_at: float | None = None
