@@ -11,11 +11,13 @@ Run from the repository root:  .venv/bin/python bench/throughput.py [--n N]
 """
 
 import argparse
+import os
 import time
 
 from blast import SYMBOLS, Job, start_server
 from harness import (
     PgStats,
+    cpu_seconds,
     peak_rss_mb,
     percentile,
     raw_ceiling,
@@ -69,7 +71,13 @@ def stored_counts() -> tuple[int, dict[str, int]]:
     return ticks, candles
 
 
-def run_blast(port: int, n: int, pg: PgStats) -> dict:
+def cpu_now(app, server_pid: int) -> list[float]:
+    """CPU seconds so far of: this process, the receiver process, the server."""
+    pump = app.pump.pid if app.pump is not None else None
+    return [cpu_seconds(pid) for pid in (os.getpid(), pump, server_pid)]
+
+
+def run_blast(port: int, n: int, pg: PgStats, server_pid: int) -> dict:
     from api.collector.runtime import Collector
 
     truncate_bars()
@@ -80,6 +88,7 @@ def run_blast(port: int, n: int, pg: PgStats) -> dict:
     if not wait_for(lambda: app.receiver.stats.frames > 0, 180):
         raise SystemExit("the collector received nothing")
     t0 = time.perf_counter()
+    cpu_t0 = cpu_now(app, server_pid)
     statements_t0 = app.writer.stats.statements
     progress = [0, time.monotonic()]
 
@@ -93,7 +102,9 @@ def run_blast(port: int, n: int, pg: PgStats) -> dict:
 
     wait_for(done, 600)
     t1 = time.perf_counter()
+    cpu = [b - a for a, b in zip(cpu_t0, cpu_now(app, server_pid), strict=True)]
     statements_t1 = app.writer.stats.statements
+    pump_rss = app.pump.peak_rss_mb() if app.pump is not None else 0.0
     code = app.shutdown(timeout=60)
     wall = time.perf_counter() - wall_started
     after = pg.read()
@@ -130,6 +141,8 @@ def run_blast(port: int, n: int, pg: PgStats) -> dict:
         "pg_inserted": delta.tup_inserted,
         "pg_updated": delta.tup_updated,
         "sentiment_dropped": app.aggregator.sentiment_dropped,
+        "cpu": cpu,
+        "pump_rss": pump_rss,
     }
 
 
@@ -205,7 +218,7 @@ def main() -> None:
         raw_s, raw_count = raw_ceiling(f"ws://127.0.0.1:{port}/ws/us", args.n)
         raw_rate = (raw_count - 1) / raw_s
         print(f"(a) raw websocket-client: {raw_count} frames in {raw_s:.2f} s")
-        blast = run_blast(port, args.n, pg)
+        blast = run_blast(port, args.n, pg, proc.pid)
         paced = run_paced(port, paced_n, pg)
     finally:
         proc.terminate()
@@ -246,6 +259,12 @@ def main() -> None:
         f"queries), rows inserted {blast['pg_inserted']}, updated "
         f"{blast['pg_updated']}"
     )
+    main_cpu, pump_cpu, server_cpu = blast["cpu"]
+    print(
+        f"    CPU during the blast ({blast['elapsed']:.2f} s wall, "
+        f"{os.cpu_count()} cores): collector {main_cpu:.2f} s, its receiver "
+        f"process {pump_cpu:.2f} s, blast server {server_cpu:.2f} s"
+    )
     if blast["sentiment_dropped"]:
         print(f"    sentiment batches dropped: {blast['sentiment_dropped']}")
     print(
@@ -269,9 +288,16 @@ def main() -> None:
         f"raw {raw_rate:,.0f}/s, collector {rate:,.0f}/s, ratio {ratio:.2f} "
         f"(target >= 0.6), lost {lost}"
     )
+    # Memory of the collector: this process (which also ran the raw loop and
+    # the counting) plus its receiver process.
+    rss = peak_rss_mb() + blast["pump_rss"]
+    print(
+        f"peak RSS: this process {peak_rss_mb():.0f} MB + receiver process "
+        f"{blast['pump_rss']:.0f} MB"
+    )
     print(
         f"RESULT trades_per_s={rate:.0f} raw_per_s={raw_rate:.0f} ratio={ratio:.2f} "
-        f"p99_commit_ms={paced['p99']:.0f} rss_mb={peak_rss_mb():.0f}"
+        f"p99_commit_ms={paced['p99']:.0f} rss_mb={rss:.0f}"
     )
 
 

@@ -7,6 +7,7 @@ import queue
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -80,8 +81,12 @@ class Receiver(Worker):
         gate: SessionGate,
         clock: Clock | None = None,
         policy: FeedPolicy | None = None,
+        connect: Callable[..., websocket.WebSocket] | None = None,
     ) -> None:
         super().__init__("receiver", stop)
+        # websocket.create_connection, or a Pump's, which reads the socket in a
+        # process of its own.
+        self._connect = connect or websocket.create_connection
         self.url = url
         self.token = token
         self.symbols = list(symbols)
@@ -155,7 +160,7 @@ class Receiver(Worker):
         self._reconnect_request = None
         safe_url = mask_token(with_token(self.url, self.token))
         try:
-            ws = websocket.create_connection(
+            ws = self._connect(
                 with_token(self.url, self.token),
                 timeout=self.policy.connect_timeout,
                 skip_utf8_validation=True,
@@ -188,7 +193,10 @@ class Receiver(Worker):
             ws.settimeout(RECV_TIMEOUT)
             self._await_authorized(ws)
             subscribe = {"action": "subscribe", "symbols": ",".join(self.symbols)}
-            ws.send(json.dumps(subscribe))
+            try:
+                ws.send(json.dumps(subscribe))
+            except (OSError, websocket.WebSocketException) as exc:
+                raise _Reconnect("connection dropped") from exc
             now = time.monotonic()
             self.connected, self.connected_at, self.last_data_at = True, now, now
             logger.info(
@@ -198,6 +206,8 @@ class Receiver(Worker):
             )
             self._receive(ws, batch)
         except _Reconnect as exc:
+            if exc.reason not in ("connection dropped", "closed by server"):
+                self._drain(ws, batch)
             return exc.reason, self._delivered
         finally:
             self.connected = False
@@ -262,8 +272,7 @@ class Receiver(Worker):
 
     def _receive(self, ws: websocket.WebSocket, batch: list[Trade]) -> None:
         """The receive loop; returns only by raising _Reconnect."""
-        policy, stats, wanted = self.policy, self.stats, self._wanted
-        journal, clock = self.journal, self.clock
+        policy = self.policy
         self._last_pong = time.monotonic()
         ping_due = time.monotonic() + policy.ping_interval
         pong_wait_since: float | None = None
@@ -273,34 +282,9 @@ class Receiver(Worker):
             data = self._recv(ws)
             now = time.monotonic()
             if data is not None:
-                stats.frames += 1
-                if journal is not None:
-                    journal.record(data, clock.now())
-                msg = parse_frame(data)
-                if type(msg) is Trade:
-                    if msg.symbol in wanted:
-                        stats.trades += 1
-                        if not batch:
-                            batch_started = now
-                        batch.append(msg)
-                        self.last_data_at = now
-                        self._delivered = True
-                    else:
-                        stats.ignored += 1
-                elif isinstance(msg, Malformed):
-                    stats.malformed += 1
-                    self._throttle.log(
-                        logging.WARNING,
-                        "malformed",
-                        now,
-                        "⚠️ skipped a malformed frame (%s): %s",
-                        msg.reason,
-                        mask_token(msg.excerpt),
-                    )
-                elif isinstance(msg, Status):
-                    raise _Reconnect(self._status_reason(msg))
-                else:
-                    stats.ignored += 1
+                if not batch:
+                    batch_started = now
+                self._take(data, now, batch)
             if batch and (
                 data is None
                 or len(batch) >= BATCH_SIZE
@@ -334,6 +318,49 @@ class Receiver(Worker):
                 if pong_wait_since is None:
                     pong_wait_since = now
                 ping_due = now + policy.ping_interval
+
+    def _take(self, data: bytes, now: float, batch: list[Trade]) -> None:
+        """One data frame: recorded, parsed, counted, a wanted trade batched."""
+        stats = self.stats
+        stats.frames += 1
+        if self.journal is not None:
+            self.journal.record(data, self.clock.now())
+        msg = parse_frame(data)
+        if type(msg) is Trade:
+            if msg.symbol in self._wanted:
+                stats.trades += 1
+                batch.append(msg)
+                self.last_data_at = now
+                self._delivered = True
+            else:
+                stats.ignored += 1
+        elif isinstance(msg, Malformed):
+            stats.malformed += 1
+            self._throttle.log(
+                logging.WARNING,
+                "malformed",
+                now,
+                "⚠️ skipped a malformed frame (%s): %s",
+                msg.reason,
+                mask_token(msg.excerpt),
+            )
+        elif isinstance(msg, Status):
+            raise _Reconnect(self._status_reason(msg))
+        else:
+            stats.ignored += 1
+
+    def _drain(self, ws, batch: list[Trade]) -> None:
+        """Before a deliberate close (stop, market close, stale socket): frames
+        that already reached this machine are trades like any other. A receiver
+        process may hold a batch of them; it hands them over, then closes."""
+        finish = getattr(ws, "finish", None)
+        if finish is None:
+            return  # websocket-client's own socket: nothing is held back
+        try:
+            for data in finish(timeout=1.0):
+                self._take(data, time.monotonic(), batch)
+        except _Reconnect:
+            pass  # a status frame at the very end: the socket closes anyway
 
     def _hand_on(self, batch: list[Trade]) -> None:
         """Give a batch to the aggregator; wait (counted, logged) rather than drop."""

@@ -1,5 +1,6 @@
 """Wires the collector's threads together, runs them, and shuts them down."""
 
+import gc
 import logging
 import queue
 import signal
@@ -19,6 +20,7 @@ from api.collector.journal import Journal
 from api.collector.leader import FileLeadership, PostgresLeadership
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
+from api.collector.pump import Pump
 from api.collector.session import SessionGate
 from api.collector.spool import Spool
 from api.collector.state import load_partial_candles, save_partial_candles
@@ -63,6 +65,27 @@ class CollectorConfig:
     # The name of the symbol set for the writer election; None: no election.
     writer_lock: str | None = None
     record_dir: Path | None = None  # journal every raw frame here
+    # Read the socket in a helper process (two cores) or in a thread of this one.
+    receiver_process: bool = True
+
+
+# Generation-0 collections every 10,000 allocations instead of 700: the hot path
+# allocates a few objects per trade and almost none of them form cycles.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running pipeline.
+
+    What exists once the collector is built (Django, modules, settings) lives as
+    long as the process: frozen, full collections no longer walk it again and
+    again. Measured with bench/throughput.py: about a sixth more trades per second
+    (ratio 0.66 -> 0.75-0.79); reference counting still frees everything at once,
+    and cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Collector:
@@ -90,6 +113,7 @@ class Collector:
         self.news: NewsPoller | None = None
         self.metrics: MetricsServer | None = None
         self.journal: Journal | None = None
+        self.pump: Pump | None = None
         self.sentiment_queue: queue.Queue = queue.Queue(maxsize=10_000)
         self.spool = (
             Spool(config.spool_dir, config.spool_max_bytes)
@@ -181,6 +205,8 @@ class Collector:
 
     def build(self, next_numbers: dict[str, int]) -> None:
         cfg = self.config
+        if cfg.receiver_process:
+            self.pump = Pump()
         self.receiver = Receiver(
             url=cfg.ws_url,
             token=cfg.api_key,
@@ -190,6 +216,7 @@ class Collector:
             gate=self.gate,
             clock=self.clock,
             policy=cfg.policy,
+            connect=self.pump.create_connection if self.pump else None,
         )
         receiver = self.receiver
         self.aggregator = Aggregator(
@@ -276,6 +303,7 @@ class Collector:
         if numbers is None:
             return False
         self.build(numbers)
+        tune_gc()
         if cfg.record_dir is not None:
             self.journal = Journal(cfg.record_dir)
             self.journal.mark_start(
@@ -330,6 +358,8 @@ class Collector:
         for worker in self.workers:
             if worker is not None and worker.is_alive():
                 worker.join(max(0.05, deadline - time.monotonic()))
+        if self.pump is not None:
+            self.pump.close()
         if self.metrics is not None:
             self.metrics.stop()
         if self.journal is not None:
