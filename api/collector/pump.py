@@ -294,6 +294,7 @@ class Pump:
         if reply[0] != "ready":
             self._kill()
             raise OSError(f"the receiver process said {reply[0]!r} at start")
+        logger.info("📡 the WebSocket is read by helper process %d", self._proc.pid)
         return self._conn
 
     def peak_rss_mb(self) -> float:

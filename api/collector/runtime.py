@@ -24,7 +24,7 @@ from api.collector.pump import Pump
 from api.collector.session import SessionGate
 from api.collector.spool import Spool
 from api.collector.state import load_partial_candles, save_partial_candles
-from api.collector.writer import Writer
+from api.collector.writer import FLUSH_INTERVAL, Writer
 from api.market.health import Verdict, judge
 from api.models import Ticker
 from api.redact import mask_token
@@ -53,7 +53,7 @@ class CollectorConfig:
     policy: FeedPolicy = field(default_factory=FeedPolicy)
     health_check_interval: float = 10.0
     health_log_interval: float = 60.0
-    flush_interval: float = 0.9
+    flush_interval: float = FLUSH_INTERVAL
     metrics_port: int | None = None  # None: off; 0: any free port
     metrics_host: str = "127.0.0.1"
     news_enabled: bool = True

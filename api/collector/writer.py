@@ -65,6 +65,11 @@ CANDLE_FIELDS = [
     "source",
 ]
 MIN_GAP = 0.5  # seconds between two flushes at the least
+# A flush follows each batch of newly closed seconds (about once a second in a
+# session) and takes pending 100-trade bars and revisions along. The timer is
+# the fallback for when no second closes; shorter than a second it would add a
+# flush - two statements - between the once-a-second ones.
+FLUSH_INTERVAL = 1.5
 CHECK_EVERY = 30.0  # seconds between connection health checks
 STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
@@ -103,7 +108,7 @@ class Writer(Worker):
         stop: threading.Event,
         upstream_done: Callable[[], bool],
         clock: Clock | None = None,
-        flush_interval: float = 0.9,
+        flush_interval: float = FLUSH_INTERVAL,
         max_pending: int = 500_000,
         shutdown_deadline: float = 7.0,
         source: str = "eodhd_ws",

@@ -2,6 +2,7 @@
 threads, the real database."""
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
@@ -74,7 +75,12 @@ def assert_bars_match(server: FeedServer, app: Collector) -> None:
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
 
 
-def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints():
+@pytest.mark.parametrize(
+    "receiver_process", [True, False], ids=["helper-process", "thread"]
+)
+def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints(
+    receiver_process,
+):
     with feed(
         rate=2500,
         seed=7,
@@ -84,8 +90,14 @@ def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints():
         fractional_prob=0.2,
         max_trades=6000,
     ) as server:
-        with collector(server) as app:
+        with collector(server, receiver_process=receiver_process) as app:
             assert wait_until(lambda: received(app) == 6000, 30)
+            # The socket is read in a child process, or in this one.
+            assert (
+                (app.pump.pid not in (None, os.getpid()))
+                if receiver_process
+                else (app.pump is None)
+            )
             assert app.shutdown() == 0
         sent = server.sent_trades()
     assert len(sent) == 6000
@@ -99,9 +111,14 @@ def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints():
     )
 
 
-def test_it_reconnects_after_drops_and_keeps_every_trade_sent_after():
+@pytest.mark.parametrize(
+    "receiver_process", [True, False], ids=["helper-process", "thread"]
+)
+def test_it_reconnects_after_drops_and_keeps_every_trade_sent_after(
+    receiver_process,
+):
     with feed(rate=2000, seed=3, drop_after=[700, 700], max_trades=2500) as server:
-        with collector(server) as app:
+        with collector(server, receiver_process=receiver_process) as app:
             assert wait_until(lambda: received(app) == 2500, 30)
             assert app.shutdown() == 0
         log = server.connection_log

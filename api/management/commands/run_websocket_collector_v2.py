@@ -153,6 +153,12 @@ class Command(BaseCommand):
             help="seconds between news polls per symbol (default 60)",
         )
         parser.add_argument(
+            "--receiver-thread",
+            action="store_true",
+            help="read the WebSocket in a thread of this process instead of a "
+            "helper process (one core instead of two; slower at high trade rates)",
+        )
+        parser.add_argument(
             "--demo",
             action="store_true",
             help="run against the built-in simulated feed (no key or network needed)",
@@ -211,6 +217,7 @@ class Command(BaseCommand):
             health_log_interval=10.0 if options["demo"] else 60.0,
             record_dir=options["record_dir"],
             metrics_host=options["metrics_host"],
+            receiver_process=not options["receiver_thread"],
             policy=FeedPolicy(),
         )
         try:
