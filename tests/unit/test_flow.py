@@ -62,3 +62,19 @@ def test_it_matches_a_brute_force_over_random_streams():
             assert (got is None) == (expected is None)
             if expected is not None:
                 assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_it_keeps_at_most_max_trades_and_the_sums_of_exactly_those():
+    rng = random.Random(9)
+    flow = FlowWindow(window=1e9, max_trades=100)
+    trades, price = [], 50.0
+    for i in range(10_000):  # enough to shrink its arrays many times
+        price = round(price + rng.choice([-0.01, 0.01]), 2)
+        size = rng.choice([1, 3, 200])
+        trades.append((float(i), price, size))
+        flow.add(float(i), price, size)
+        assert len(flow) <= 100
+    # Every trade here has a side, so the window holds the last 100 trades.
+    expected = brute_force(trades, now=9_999.0, window=99.0)
+    assert flow.score(9_999.0) == pytest.approx(expected, abs=1e-6)
+    assert len(flow) == 100
