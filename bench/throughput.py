@@ -38,7 +38,7 @@ def wait_for(predicate, timeout: float) -> bool:
     return True
 
 
-def collector_config(port: int, grace: float):
+def collector_config(port: int, grace: float, receiver_process: bool = True):
     from api.collector.feed import FeedPolicy
     from api.collector.runtime import CollectorConfig
 
@@ -49,6 +49,7 @@ def collector_config(port: int, grace: float):
         skip_market_hours=True,
         grace=grace,
         news_enabled=False,
+        receiver_process=receiver_process,
         # The blast server builds all frames before it says Authorized.
         policy=FeedPolicy(authorize_timeout=120.0, connect_timeout=30.0),
     )
@@ -77,12 +78,14 @@ def cpu_now(app, server_pid: int) -> list[float]:
     return [cpu_seconds(pid) for pid in (os.getpid(), pump, server_pid)]
 
 
-def run_blast(port: int, n: int, pg: PgStats, server_pid: int) -> dict:
+def run_blast(
+    port: int, n: int, pg: PgStats, server_pid: int, receiver_process: bool = True
+) -> dict:
     from api.collector.runtime import Collector
 
     truncate_bars()
     before = pg.read()
-    app = Collector(collector_config(port, grace=30.0))
+    app = Collector(collector_config(port, 30.0, receiver_process))
     wall_started = time.perf_counter()
     app.start()
     if not wait_for(lambda: app.receiver.stats.frames > 0, 180):
@@ -197,6 +200,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="paced trades/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="paced length")
     parser.add_argument(
+        "--no-thread-run",
+        action="store_true",
+        help="skip the extra blast with the receiver in a thread (--receiver-thread)",
+    )
+    parser.add_argument(
         "--event-rate",
         type=float,
         default=50_000,
@@ -211,6 +219,11 @@ def main() -> None:
             Job(n=args.n, event_rate=args.event_rate),
             Job(n=args.n, event_rate=args.event_rate),
             Job(n=paced_n, event_rate=args.rate, paced=True, chunk_frames=100),
+            *(
+                []
+                if args.no_thread_run
+                else [Job(n=args.n, event_rate=args.event_rate)]
+            ),
         ]
     )
     try:
@@ -220,6 +233,11 @@ def main() -> None:
         print(f"(a) raw websocket-client: {raw_count} frames in {raw_s:.2f} s")
         blast = run_blast(port, args.n, pg, proc.pid)
         paced = run_paced(port, paced_n, pg)
+        threaded = (
+            None
+            if args.no_thread_run
+            else run_blast(port, args.n, pg, proc.pid, receiver_process=False)
+        )
     finally:
         proc.terminate()
         proc.join(5)
@@ -283,6 +301,15 @@ def main() -> None:
         f"    second end -> commit: p50 {paced['p50']:.0f} ms, p99 "
         f"{paced['p99']:.0f} ms, max {paced['max']:.0f} ms"
     )
+    if threaded is not None:
+        t_rate = (threaded["taken"] - 1) / threaded["elapsed"]
+        t_main, _, _ = threaded["cpu"]
+        print(
+            f"(d) the same blast with --receiver-thread: {threaded['taken']} trades "
+            f"in {threaded['elapsed']:.2f} s = {t_rate:,.0f}/s, ratio "
+            f"{t_rate / raw_rate:.2f}, lost {args.n - threaded['accounted']}; "
+            f"CPU {t_main:.2f} s in one process"
+        )
     ratio = rate / raw_rate
     print(
         f"raw {raw_rate:,.0f}/s, collector {rate:,.0f}/s, ratio {ratio:.2f} "
