@@ -55,10 +55,13 @@ def truncate_bars() -> None:
     connection.close()
 
 
-def rss_mb() -> float:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
+def rss_mb(pid: int | None = None) -> float:
+    """Current resident set size of this process, or of another (0 if gone)."""
+    try:
+        with open(f"/proc/{pid or 'self'}/statm") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 

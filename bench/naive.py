@@ -89,7 +89,7 @@ def main() -> None:
     )
     try:
         naive = run_naive(port, args.n, pg)
-        after = run_blast(port, args.n, pg)
+        after = run_blast(port, args.n, pg, proc.pid)
     finally:
         proc.terminate()
         proc.join(5)

@@ -99,11 +99,15 @@ def main() -> None:
                 max_lag = lag
             target = min(total, hour * per_hour)
             if taken >= target:
-                rss = rss_mb()
+                # The collector's memory: this process and its receiver process.
+                pid = app.pump.pid if app.pump is not None else None
+                helper = rss_mb(pid) if pid is not None else 0.0
+                rss = rss_mb() + helper
                 samples.append(rss)
                 print(
                     f"hour {min(hour, args.hours):>4}: trades {taken:>9,} rss "
-                    f"{rss:6.1f} MB | bars {app.writer.stats.bars_written:,} "
+                    f"{rss:6.1f} MB (helper {helper:.1f}) | bars "
+                    f"{app.writer.stats.bars_written:,} "
                     f"candles {app.writer.stats.candles_written:,} waiting "
                     f"{app.writer.waiting} | late {app.aggregator.seconds.late_trades}"
                     f" dropped {app.aggregator.seconds.dropped_too_late} | max lag "
@@ -135,7 +139,8 @@ def main() -> None:
     print(
         f"rss first hour {first:.1f} MB, last {last:.1f} MB: growth "
         f"{(last - first) / first * 100:+.1f} % (target < 10 %); max/min "
-        f"{max(samples) / min(samples):.3f}; peak {peak_rss_mb():.1f} MB"
+        f"{max(samples) / min(samples):.3f}; peak of this process alone "
+        f"{peak_rss_mb():.1f} MB"
     )
     print(
         f"RESULT rss_start_mb={first:.1f} rss_end_mb={last:.1f} "

@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import os
 import queue
 import signal
 import threading
@@ -66,7 +67,7 @@ class CollectorConfig:
     writer_lock: str | None = None
     record_dir: Path | None = None  # journal every raw frame here
     # Read the socket in a helper process (two cores) or in a thread of this one.
-    receiver_process: bool = True
+    receiver_process: bool = os.name == "posix"  # the helper needs pass_fds
 
 
 # Generation-0 collections every 10,000 allocations instead of 700: the hot path

@@ -176,3 +176,23 @@ def test_the_receiver_process_exits_when_its_parent_is_killed():
         finally:
             parent.kill()
             parent.stdout.close()
+
+
+def test_a_ping_sent_through_the_receiver_process_brings_its_pong_back():
+    with feed(rate=0.5) as server, pump() as p:
+        ws = subscribed(p, server)
+        ws.ping()
+        ws.settimeout(0.1)
+        opcodes = set()
+        assert wait_until(lambda: opcodes.add(next_opcode(ws)) or PONG in opcodes, 5)
+        ws.close(timeout=1)
+
+
+PONG = websocket.ABNF.OPCODE_PONG
+
+
+def next_opcode(ws: RemoteSocket) -> int | None:
+    try:
+        return ws.recv_data(control_frame=True)[0]
+    except websocket.WebSocketTimeoutException:
+        return None
