@@ -125,6 +125,11 @@ class CollectorExporter:
         yield counter(
             "collector_db_statements", "Upsert statements sent", w.stats.statements
         )
+        yield counter(
+            "collector_receiver_process_starts",
+            "Helper processes started to read the socket (more than 1: one died)",
+            app.pump.starts if app.pump is not None else 0,
+        )
         reasons = sorted(r.stats.reconnects.items())
         yield counter(
             "collector_reconnects",

@@ -59,6 +59,7 @@ def test_it_serves_prometheus_counters_that_match_what_the_feed_sent():
             )
             assert sample["collector_symbol_bars_written_total{symbol=AAPL}"] > 0
             assert "collector_reconnects_total{reason=connection dropped}" not in sample
+            assert sample["collector_receiver_process_starts_total"] == 1
 
 
 def test_it_flips_healthz_to_503_when_the_feed_goes_silent_and_back_after():
