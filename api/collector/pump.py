@@ -160,9 +160,11 @@ class _Child:
                     ):
                         break
                 else:
+                    # websocket-client hands control frames over as ABNF objects;
+                    # their payload is all the receiver could want.
                     self.flush()
                     frames = self.frames
-                    self.conn.send(("control", opcode, data))
+                    self.conn.send(("control", opcode, getattr(data, "data", data)))
                     if opcode == websocket.ABNF.OPCODE_CLOSE:
                         self.drop_socket()
                         return True
