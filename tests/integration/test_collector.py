@@ -3,6 +3,7 @@ threads, the real database."""
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -140,6 +141,24 @@ def test_it_reconnects_a_silent_connection_within_stale_after_plus_10s():
             assert app.monitor.stale_reconnects >= 1
             assert app.receiver.stats.reconnects.get("stale", 0) >= 1
     assert 1.0 <= reconnect_after <= 11.0
+
+
+def test_a_hung_receiver_process_is_replaced_after_the_stale_limit():
+    with feed(rate=300, seed=13) as server:
+        with collector(server, stale_after=1.0) as app:
+            assert wait_until(lambda: received(app) >= 50, 10)
+            hung = app.pump.pid
+            os.kill(hung, signal.SIGSTOP)  # alive but answering nothing
+            try:
+                # Stale after 1 s, then up to 6 s for the close it never confirms.
+                assert wait_until(lambda: app.pump.starts == 2, 20)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(hung, signal.SIGKILL)
+            before = received(app)
+            assert wait_until(lambda: received(app) >= before + 50, 10)
+            assert app.pump.pid != hung
+            assert app.receiver.stats.reconnects.get("stale", 0) >= 1
 
 
 def test_it_does_not_judge_a_fresh_connection_stale():
