@@ -87,7 +87,8 @@ class _Child:
                 if not self.obey(conn.recv()):
                     return
                 continue
-            if not self.pump() or not self.obey_pending():
+            self.pump()
+            if not self.obey_pending():
                 return
 
     def obey_pending(self) -> bool:
@@ -140,42 +141,39 @@ class _Child:
         self.frames = []
         self.conn.send(("connected",))
 
-    def pump(self) -> bool:
+    def pump(self) -> None:
         """Read frames until a batch is due or the socket is idle; hand them on.
-        False if the parent is gone."""
-        recv, frames, ws = self.ws.recv_data, self.frames, self.ws
-        try:
-            while True:
-                try:
-                    opcode, data = recv(control_frame=True)
-                except websocket.WebSocketTimeoutException:
-                    break
-                if opcode == DATA or opcode == websocket.ABNF.OPCODE_BINARY:
-                    if not frames:
-                        self.batch_started = time.monotonic()
-                    frames.append(data)
-                    if (
-                        len(frames) >= BATCH_FRAMES
-                        or time.monotonic() - self.batch_started >= BATCH_AGE
-                    ):
-                        break
-                else:
-                    # websocket-client hands control frames over as ABNF objects;
-                    # their payload is all the receiver could want.
-                    self.flush()
-                    frames = self.frames
-                    self.conn.send(("control", opcode, getattr(data, "data", data)))
-                    if opcode == websocket.ABNF.OPCODE_CLOSE:
-                        self.drop_socket()
-                        return True
-            self.flush()
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            return False
-        except Exception as exc:
-            if ws is self.ws:
+        A failing feed socket is reported; a failing socket pair (the parent is
+        gone) raises and ends the process."""
+        recv, frames = self.ws.recv_data, self.frames
+        while True:
+            try:
+                opcode, data = recv(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                break
+            except Exception as exc:  # reset, closed, TLS error...: the feed's
                 self.flush()
                 self.lost(exc)
-        return True
+                return
+            if opcode == DATA or opcode == websocket.ABNF.OPCODE_BINARY:
+                if not frames:
+                    self.batch_started = time.monotonic()
+                frames.append(data)
+                if (
+                    len(frames) >= BATCH_FRAMES
+                    or time.monotonic() - self.batch_started >= BATCH_AGE
+                ):
+                    break
+            else:
+                # websocket-client hands control frames over as ABNF objects;
+                # their payload is all the receiver could want.
+                self.flush()
+                frames = self.frames
+                self.conn.send(("control", opcode, getattr(data, "data", data)))
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    self.drop_socket()
+                    return
+        self.flush()
 
     def flush(self) -> None:
         if self.frames:

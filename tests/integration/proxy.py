@@ -2,6 +2,7 @@
 then drops every connection and refuses new ones until restored."""
 
 import socket
+import struct
 import threading
 
 
@@ -20,12 +21,25 @@ class TcpProxy:
         threading.Thread(target=self._accept, name="proxy", daemon=True).start()
         return self
 
-    def cut(self) -> None:
+    def cut(self, reset: bool = False) -> None:
+        """Drop every connection (with an RST instead of a FIN when `reset`)."""
         with self._lock:
             self._refusing = True
             sockets, self._open = list(self._open), set()
         for sock in sockets:
-            _close(sock)
+            if reset:
+                # Linger on, zero seconds: the close that follows sends an RST
+                # instead of a FIN. Shutting the reading side sends nothing; it
+                # only wakes the forwarding thread blocked on it, which closes.
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                try:
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+            else:
+                _close(sock)
 
     def restore(self) -> None:
         with self._lock:
@@ -73,7 +87,9 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 def _close(sock: socket.socket) -> None:
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        lingering = sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)
+        if struct.unpack("ii", lingering) != (1, 0):
+            sock.shutdown(socket.SHUT_RDWR)  # a FIN, unless a reset was asked for
     except OSError:
         pass
     sock.close()

@@ -17,6 +17,7 @@ import websocket
 
 from api.collector.pump import Pump, RemoteSocket
 from api.collector.simulator import FeedServer, SimOptions
+from tests.integration.proxy import TcpProxy
 from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,6 +113,30 @@ def test_a_dropped_connection_is_reported_like_websocket_clients():
         subscribed(p, server).close(timeout=1)
         assert p.starts == 1
         assert server.connections == 2
+
+
+def test_a_reset_connection_is_reported_and_the_process_stays():
+    with feed(rate=500) as server, pump() as p:
+        proxy = TcpProxy("127.0.0.1", server.port).start()
+        try:
+            via_proxy = f"ws://127.0.0.1:{proxy.port}/ws/us?api_token=test-key"
+            ws = p.create_connection(via_proxy, timeout=5)
+            ws.settimeout(5)
+            ws.recv_data()  # Authorized
+            ws.send(json.dumps({"action": "subscribe", "symbols": "AAPL"}))
+            read_trades(ws, 5)
+            helper = p.pid
+            proxy.cut(reset=True)
+            with pytest.raises(websocket.WebSocketConnectionClosedException) as caught:
+                while True:
+                    ws.recv_data(control_frame=True)
+            assert "Reset" in str(caught.value) or "reset" in str(caught.value)
+            ws.close(timeout=1)
+            assert p.pid == helper and alive(helper)
+        finally:
+            proxy.stop()
+        subscribed(p, server).close(timeout=1)
+        assert p.starts == 1
 
 
 def test_frames_of_a_closed_connection_never_leak_into_the_next_one():
