@@ -282,6 +282,9 @@ class Pump:
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
