@@ -12,6 +12,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
+        self._closing = threading.Lock()  # forwarding threads close under it
         self._open: set[socket.socket] = set()
         self._refusing = False
         self._stopped = False
@@ -26,20 +27,24 @@ class TcpProxy:
         with self._lock:
             self._refusing = True
             sockets, self._open = list(self._open), set()
-        for sock in sockets:
-            if reset:
-                # Linger on, zero seconds: the close that follows sends an RST
-                # instead of a FIN. Shutting the reading side sends nothing; it
-                # only wakes the forwarding thread blocked on it, which closes.
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
+        if not reset:
+            for sock in sockets:
+                _close(sock)
+            return
+        # Linger on, zero seconds: the close that follows sends an RST instead
+        # of a FIN. Shutting the reading side sends nothing; it only wakes the
+        # forwarding threads, which then close both ends - but not before every
+        # socket is shut: a socket closed while a thread is still blocked reading
+        # it would never really close.
+        with self._closing:
+            for sock in sockets:
                 try:
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
                     sock.shutdown(socket.SHUT_RD)
                 except OSError:
-                    pass
-            else:
-                _close(sock)
+                    pass  # that connection had already ended
 
     def restore(self) -> None:
         with self._lock:
@@ -71,18 +76,18 @@ class TcpProxy:
             with self._lock:
                 self._open.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._forward, args=(a, b), daemon=True).start()
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _close(source)
-        _close(sink)
+    def _forward(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._closing:
+                _close(source)
+                _close(sink)
 
 
 def _close(sock: socket.socket) -> None:
