@@ -69,6 +69,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_rss_of(pid: int | None) -> float:
+    """Peak resident set size (VmHWM) of another process (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time a process has used so far (0 if it is gone)."""
     if pid is None:

@@ -19,6 +19,7 @@ from harness import (
     PgStats,
     cpu_seconds,
     peak_rss_mb,
+    peak_rss_of,
     percentile,
     raw_ceiling,
     rss_mb,
@@ -107,7 +108,7 @@ def run_blast(
     t1 = time.perf_counter()
     cpu = [b - a for a, b in zip(cpu_t0, cpu_now(app, server_pid), strict=True)]
     statements_t1 = app.writer.stats.statements
-    pump_rss = app.pump.peak_rss_mb() if app.pump is not None else 0.0
+    pump_rss = peak_rss_of(app.pump.pid if app.pump is not None else None)
     code = app.shutdown(timeout=60)
     wall = time.perf_counter() - wall_started
     after = pg.read()

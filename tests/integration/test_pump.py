@@ -16,20 +16,12 @@ import pytest
 import websocket
 
 from api.collector.pump import Pump, RemoteSocket
-from api.collector.simulator import FeedServer, SimOptions
+from api.collector.simulator import FeedServer
 from tests.integration.proxy import TcpProxy
+from tests.integration.test_collector import feed
 from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@contextlib.contextmanager
-def feed(**options) -> Iterator[FeedServer]:
-    server = FeedServer(options=SimOptions(**options)).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
