@@ -19,4 +19,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C before a command installed its own handler (during start-up):
+        # nothing has started, so nothing to save - and no traceback.
+        sys.exit(130)

@@ -92,8 +92,26 @@ _ENGINES = {
 }
 
 
+# Client-side bounds for every PostgreSQL connection, unless the URL sets its own:
+# a connect that gets no answer fails, and a link that goes silent is noticed by
+# the kernel (keepalives while idle, tcp_user_timeout while data waits for its
+# acknowledgement) instead of blocking a thread until the OS gives up, hours later.
+POSTGRES_CLIENT_DEFAULTS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # milliseconds
+}
+
+
 def env_database(name: str, default: str, conn_max_age: int) -> dict:
-    """Parse a database URL; only SQLite (embedded) and PostgreSQL are supported."""
+    """Parse a database URL; only SQLite (embedded) and PostgreSQL are supported.
+
+    Every option in the URL's query string (sslmode, sslrootcert, sslcert, sslkey,
+    sslpassword, options, target_session_attrs, application_name, ...) is handed
+    to the driver: each connection the collector opens is built from these."""
     url = env_str(name, default) or default
     scheme = urlsplit(url).scheme
     try:
@@ -108,4 +126,8 @@ def env_database(name: str, default: str, conn_max_age: int) -> dict:
             f"(scheme {scheme or 'missing'!r}; use sqlite:///path/to/db.sqlite3 "
             "or postgres://user:password@host:5432/dbname)"
         )
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        options = config.setdefault("OPTIONS", {})
+        for key, value in POSTGRES_CLIENT_DEFAULTS.items():
+            options.setdefault(key, value)
     return config

@@ -113,6 +113,12 @@ COLLECTOR_REVISION_WINDOW_SECONDS = env_float(
 )
 COLLECTOR_STALE_AFTER_SECONDS = env_float("COLLECTOR_STALE_AFTER_SECONDS", 120.0, 1.0)
 COLLECTOR_MAX_PENDING_BARS = env_int("COLLECTOR_MAX_PENDING_BARS", 500_000, 1000)
+# Bound on one database call of the collector (a stuck one is abandoned), and how
+# long it waits for the database at startup before giving up with one line.
+COLLECTOR_DB_TIMEOUT_SECONDS = env_float("COLLECTOR_DB_TIMEOUT_SECONDS", 8.0, 1.0)
+COLLECTOR_STARTUP_DB_WAIT_SECONDS = env_float(
+    "COLLECTOR_STARTUP_DB_WAIT_SECONDS", 60.0, 0.0
+)
 COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
 COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
 

@@ -23,6 +23,14 @@ SIGKILLed process loses at most the last `flush_interval` of frames. fsync runs
 only on rotation and close: a power loss or kernel crash may lose what was
 flushed since the last fsync (up to one file). A member cut short by a crash is
 read up to its last complete record, with a warning.
+
+Damage: a member that zlib rejects (changed bytes: a bad code, header or
+checksum) is skipped with one warning, and reading resumes at the next gzip member
+header after its start, so the rest of the file is still read. The file is read
+in chunks of READ_CHUNK, and lines are handed out as each chunk decompresses:
+those of a damaged member are withheld only if the damage shows up in the same
+chunk (a member smaller than a chunk is checked whole; a longer one may already
+have given lines, possibly altered ones, before its checksum fails).
 """
 
 import base64
@@ -325,45 +333,106 @@ def read_journal(
 
 
 def _lines(path: Path) -> Iterator[bytes]:
-    """Complete lines of every gzip member; a damaged tail is skipped with a
-    warning."""
+    """Complete lines of every gzip member. A member cut short at the end of the
+    file gives its lines up to the cut; a damaged one is skipped up to the next
+    member header. Both with a warning."""
     decoder = zlib.decompressobj(wbits=31)
+    started = False  # the decoder has been given some of its member
+    start = 0  # where the member being decoded starts in the file
     pending = b""  # a line cut by a chunk boundary
-    in_member = False
+    damaged: tuple[int, str] | None = None  # a damaged region not yet reported
+    # The chunk being decoded, where it starts in the file, and how far it has
+    # been given to decoders. The file is always read up to the chunk's end.
+    chunk, chunk_at, pos = b"", 0, 0
     with open(path, "rb") as file:
         while True:
-            chunk = file.read(READ_CHUNK)
-            if not chunk:
-                break
-            data = chunk
-            while data:
-                in_member = True
-                try:
-                    out = decoder.decompress(data)
-                except zlib.error as exc:
+            if pos >= len(chunk):
+                chunk_at += len(chunk)
+                chunk, pos = file.read(READ_CHUNK), 0
+                if not chunk:
+                    break
+            started = True
+            try:
+                out = decoder.decompress(memoryview(chunk)[pos:] if pos else chunk)
+            except zlib.error as exc:
+                # A bad code, header or checksum: whatever the member still
+                # holds back is suspect, and its bytes may hide the next header.
+                if damaged is None:
+                    damaged = (start, str(exc))
+                found = _next_member(file, start + 1, chunk, chunk_at)
+                if found is None:
                     logger.warning(
-                        "⚠️ %s is damaged (%s): skipped the rest of the file",
+                        "⚠️ %s: a damaged gzip member at byte %d (%s); no intact "
+                        "member after it",
                         path,
-                        exc,
+                        *damaged,
                     )
                     return
-                lines = (pending + out).split(b"\n")
-                pending = lines.pop()
-                yield from lines
-                if decoder.eof:
-                    # A member ends where a flush ended, so on a whole line.
-                    data = decoder.unused_data
-                    decoder = zlib.decompressobj(wbits=31)
-                    in_member = False
-                else:
-                    data = b""
-    if in_member:
+                start, chunk, chunk_at = found
+                pos = start - chunk_at
+                decoder = zlib.decompressobj(wbits=31)
+                started, pending = False, b""
+                continue
+            lines = (pending + out).split(b"\n")
+            pending = lines.pop()
+            yield from lines
+            if decoder.eof:
+                if damaged is not None:
+                    _skipped(path, damaged, start)
+                    damaged = None
+                # A member ends where a flush ended, so on a whole line.
+                pos = len(chunk) - len(decoder.unused_data)
+                start = chunk_at + pos
+                decoder = zlib.decompressobj(wbits=31)
+                started = False
+            else:
+                pos = len(chunk)
+    if damaged is not None:
+        _skipped(path, damaged, start)
+    if started:
         # Truncated by a crash: the lines before the cut are genuine.
         logger.warning(
             "⚠️ %s ends in a truncated record (a crash mid-write): read up to the "
             "last complete one",
             path,
         )
+
+
+_MAGIC = b"\x1f\x8b\x08"  # a gzip member: ID1, ID2, CM = deflate
+
+
+def _next_member(
+    file, at: int, chunk: bytes, chunk_at: int
+) -> tuple[int, bytes, int] | None:
+    """The first plausible gzip member header at or after byte `at` of the file:
+    its offset, and a chunk holding it with the chunk's offset, the file read up to
+    the chunk's end. `chunk` (at `chunk_at`) is what the file was read up to."""
+    if at < chunk_at:  # the damaged member started in an earlier chunk
+        file.seek(at)
+        chunk, chunk_at = b"", at
+    find = at - chunk_at
+    while True:
+        hit = chunk.find(_MAGIC, find)
+        while 0 <= hit < len(chunk) - 3:  # with the flags byte after it
+            if not chunk[hit + 3] & 0xE0:  # the reserved flags must be clear
+                return chunk_at + hit, chunk, chunk_at
+            hit = chunk.find(_MAGIC, hit + 1)
+        more = file.read(READ_CHUNK)
+        if not more:
+            return None
+        # Keep the last 3 bytes unsearched so far: a header may straddle chunks.
+        keep = max(find, len(chunk) - 3)
+        chunk, chunk_at, find = chunk[keep:] + more, chunk_at + keep, 0
+
+
+def _skipped(path: Path, damaged: tuple[int, str], resumed_at: int) -> None:
+    logger.warning(
+        "⚠️ %s: a damaged gzip member at byte %d (%s); skipped to the next member "
+        "at byte %d",
+        path,
+        *damaged,
+        resumed_at,
+    )
 
 
 def _decode(line: bytes, path: Path) -> Entry | None:

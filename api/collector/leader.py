@@ -1,21 +1,41 @@
-"""One writer per symbol set. Collectors for the same symbols elect a leader
-through a PostgreSQL advisory lock (a file lock on SQLite); the others stay hot as
-standbys and take over within seconds when the leader dies, SIGKILL included:
-the lock belongs to the leader's session (or open file), which the server (or the
-kernel) ends with the process."""
+"""One writer per symbol set.
 
+Collectors for the same symbols elect a writer through a PostgreSQL session-level
+advisory lock (a file lock on SQLite). The lock is taken on the very session the
+writer writes through, and every write first checks - without a round trip - that
+it still goes through that session: a write can only reach the server on the
+session that holds the lock, so two collectors can never write at once, whatever
+the network does.
+
+Three roles, never confused: writer; standby (the server said another session
+holds the lock); unknown (no answer: the database or the link is down). Unknown is
+not standby: bars are kept and spooled as in any outage.
+
+Orphans: after a partition the server may keep the old session - and its lock -
+alive, because nothing told it the client is gone. Every session of the collector
+sets idle_session_timeout (see database.SessionSettings), so an orphan ends by
+itself within seconds; and each collector carries an identity that survives
+restarts (kept in its spool directory) in its application_name, so it recognises
+its own orphan - left by itself before a partition, or by its dead predecessor -
+and terminates it at once instead of waiting.
+"""
+
+import enum
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
 
-import psycopg2
+from django.db import connections
 
 logger = logging.getLogger(__name__)
 
-VERIFY_EVERY = 2.0  # seconds between checks that the leader still holds its lock
+# A writer that wrote nothing for this long proves its session alive with a
+# trivial statement (well inside the session's idle timeout).
+VERIFY_EVERY = 2.0
 
 
 def lock_key(name: str) -> int:
@@ -24,162 +44,192 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-PROMOTED = "promoted"  # took over from another collector (or first start)
-REGAINED = "regained"  # had lost contact with the lock's server; nobody else took it
+class Role(enum.StrEnum):
+    WRITER = "writer"
+    STANDBY = "standby"
+    UNKNOWN = "unknown"
+
+
+class Change(enum.Enum):
+    """What an election changed, for the writer to act on."""
+
+    FIRST = "first"  # the writer from the first election on
+    TAKEOVER = "takeover"  # the writer after standing by: another wrote before
+    REGAINED = "regained"  # the writer again after an unknown spell
+    STANDBY = "standby"  # another collector writes
+    LOST = "lost"  # no answer: the role is unknown
+
+
+class LockLost(Exception):
+    """The session that held the writer lock is gone; nothing was written."""
 
 
 class Leadership:
-    """`maintain()` is called about once a second by the writer thread.
+    """The election's state machine. `observe()` takes each answer of the lock:
+    True (held by this collector), False (held by another), None (no answer)."""
 
-    Three states: leader; standby (another collector holds the lock); and out of
-    contact (the database cannot be reached, so nobody can tell). Out of contact
-    the writer keeps and spools its bars like a leader in an outage: losing the
-    database must never turn into losing bars."""
-
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock: "PostgresLock | FileLock") -> None:
         self.name = name
-        self.is_leader = False
-        self.out_of_contact = False
-        self.promotions = 0
-        self._last_verified = 0.0
+        self.lock = lock
+        self.role: Role | None = None  # None: no election yet
+        self.definite: Role | None = None  # the last role the database confirmed
+        self.losses = 0  # times the role became unknown
+        self.unknown_since: float | None = None  # monotonic
 
     @property
-    def is_standby(self) -> bool:
-        return not self.is_leader and not self.out_of_contact
+    def is_writer(self) -> bool:
+        return self.role is Role.WRITER
 
-    def maintain(self) -> str | None:
-        """Acquire the lock when free, or verify it is still held. Returns
-        PROMOTED or REGAINED when this collector (again) becomes the writer."""
-        now = time.monotonic()
-        if self.is_leader:
-            if now - self._last_verified >= VERIFY_EVERY:
-                self._last_verified = now
-                if not self._still_held():
-                    self.is_leader = False
-                    self.out_of_contact = True
-                    logger.error(
-                        "❌ lost contact with the writer lock of %s; keeping every "
-                        "bar until it is back",
-                        self.name,
-                    )
+    def observe(self, held: bool | None, now: float | None = None) -> Change | None:
+        now = time.monotonic() if now is None else now
+        previous, definite = self.role, self.definite
+        if held is None:
+            if previous is Role.UNKNOWN:
+                return None
+            self.role = Role.UNKNOWN
+            self.losses += 1
+            self.unknown_since = now
+            return Change.LOST
+        self.unknown_since = None
+        if not held:
+            self.role = self.definite = Role.STANDBY
+            return None if previous is Role.STANDBY else Change.STANDBY
+        self.role = self.definite = Role.WRITER
+        if previous is Role.WRITER:
             return None
-        acquired = self._try_acquire()  # None: no answer from the server
-        if acquired is None:
-            self.out_of_contact = self.out_of_contact or self.promotions > 0
-            return None
-        was_out = self.out_of_contact
-        self.out_of_contact = False
-        if not acquired:
-            return None
-        self.is_leader = True
-        self._last_verified = now
-        self.promotions += 1
-        return REGAINED if was_out else PROMOTED
-
-    def release(self) -> None:
-        self.is_leader = False
-
-    def _try_acquire(self) -> bool | None:
-        raise NotImplementedError
-
-    def _still_held(self) -> bool:
-        raise NotImplementedError
+        if definite is Role.STANDBY:
+            return Change.TAKEOVER
+        if definite is Role.WRITER:
+            return Change.REGAINED
+        return Change.FIRST
 
 
-class PostgresLeadership(Leadership):
-    """A session-level advisory lock on a connection of its own."""
+class PostgresLock:
+    """The advisory lock, on the session of the thread that calls it (the
+    database lane's). Every method runs on that thread."""
 
-    def __init__(self, name: str, db: dict) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, identity: str) -> None:
+        self.name = name
         self.key = lock_key(name)
-        self._params = {
-            "dbname": db["NAME"],
-            "user": db.get("USER") or None,
-            "password": db.get("PASSWORD") or None,
-            "host": db.get("HOST") or None,
-            "port": db.get("PORT") or None,
-            "connect_timeout": 5,
-            "application_name": f"eodhd-collector-lock-{os.getpid()}",
-            # Notice a dead peer quickly, so a lost lock is noticed too.
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 2,
-        }
-        self._conn = None
+        self.identity = identity
+        self.orphans_ended = 0
+        self.holder: str | None = None  # who holds it when we do not
+        self._held_on = None  # the driver connection whose session holds it
+        self._verified_at = -math.inf
 
-    def _connection(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg2.connect(
-                **{k: v for k, v in self._params.items() if v is not None}
-            )
-            self._conn.autocommit = True
-        return self._conn
+    def hold(self) -> bool:
+        """Keep or take the lock: True when this session holds it."""
+        wrapper = connections["default"]
+        wrapper.ensure_connection()
+        raw = wrapper.connection
+        now = time.monotonic()
+        if raw is self._held_on:
+            if now - self._verified_at >= VERIFY_EVERY:
+                with wrapper.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                self._verified_at = now
+            return True
+        self._held_on = None
+        with wrapper.cursor() as cursor:
+            if self._try(cursor) or (
+                self._end_own_orphan(cursor) and self._try(cursor)
+            ):
+                self._held_on = raw
+                self._verified_at = now
+                self.holder = None
+                return True
+        return False
 
-    def _try_acquire(self) -> bool | None:
-        try:
-            with self._connection().cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
-                return bool(cursor.fetchone()[0])
-        except psycopg2.Error as exc:
-            logger.warning(
-                "cannot ask for the writer lock: %s", str(exc).strip().splitlines()[0]
-            )
-            self._drop()
-            return None
+    def holds(self) -> bool:
+        """The fence: True when this thread's session is the one holding the lock.
+        No round trip: a session-level lock lasts as long as its session."""
+        raw = connections["default"].connection
+        return raw is not None and raw is self._held_on
 
-    def _still_held(self) -> bool:
-        try:
-            with self._connection().cursor() as cursor:
-                # This session exists only to hold the one lock.
-                cursor.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND pid = pg_backend_pid() AND granted"
-                )
-                return cursor.fetchone()[0] > 0
-        except psycopg2.Error:
-            self._drop()
+    def touched(self) -> None:
+        """A statement just succeeded on the lock's session: it is alive."""
+        self._verified_at = time.monotonic()
+
+    def _try(self, cursor) -> bool:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
+        return bool(cursor.fetchone()[0])
+
+    def _end_own_orphan(self, cursor) -> bool:
+        """Terminate a session of our own identity that holds the lock: it was
+        left by this collector (or its dead predecessor) behind a partition."""
+        classid, objid = (self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF
+        cursor.execute(
+            "SELECT a.pid, a.application_name FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid = %s AND l.objid = %s AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+            [classid, objid],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            self.holder = None
+            return True  # released meanwhile: worth another try
+        pid, application = row
+        self.holder = f"pid {pid} ({application or 'no application_name'})"
+        if not (application or "").endswith(f"/{self.identity}"):
             return False
+        cursor.execute("SELECT pg_terminate_backend(%s, 3000)", [pid])
+        ended = bool(cursor.fetchone()[0])
+        if ended:
+            self.orphans_ended += 1
+            logger.warning(
+                "♻️ ended our own orphaned database session (pid %s) that still held "
+                "the writer lock of %s",
+                pid,
+                self.name,
+            )
+        return ended
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg2.Error:
-                pass
-        self._conn = None
 
-    def release(self) -> None:
-        super().release()
-        self._drop()  # ending the session releases the lock
-
-
-class FileLeadership(Leadership):
-    """An exclusive flock on a file beside the SQLite database."""
+class FileLock:
+    """SQLite: an exclusive flock on a file beside the database. A local file
+    cannot be partitioned away, so `holds()` is the descriptor itself."""
 
     def __init__(self, name: str, directory: Path) -> None:
-        super().__init__(name)
+        self.name = name
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"writer-{lock_key(name) & 0xFFFFFFFF:08x}.lock"
+        self.holder: str | None = None
+        self.orphans_ended = 0
         self._fd: int | None = None
 
-    def _try_acquire(self) -> bool | None:
+    def hold(self) -> bool:
+        if self._fd is not None:
+            return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self.holder = _read_pid(fd)
             os.close(fd)
             return False
         self._fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        self.holder = None
         return True
 
-    def _still_held(self) -> bool:
+    def holds(self) -> bool:
         return self._fd is not None
 
+    def touched(self) -> None:
+        return
+
     def release(self) -> None:
-        super().release()
         if self._fd is not None:
             os.close(self._fd)  # closing the file releases the lock
             self._fd = None
+
+
+def _read_pid(fd: int) -> str | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return f"pid {text}" if text else None

@@ -7,6 +7,7 @@ import bisect
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -158,6 +159,69 @@ class CollectorExporter:
             app.bars_queue.qsize(),
         )
         yield gauge("collector_bars_waiting", "Bars not yet committed", w.waiting)
+        since = w.waiting_since
+        yield gauge(
+            "collector_oldest_waiting_seconds",
+            "How long the oldest unwritten bar has waited (0: nothing waits)",
+            0.0 if since is None else time.monotonic() - since,
+        )
+        spool = app.spool
+        yield gauge(
+            "collector_spool_bytes",
+            "Size of the spool file",
+            spool.size if spool else 0,
+        )
+        yield counter(
+            "collector_spooled_records",
+            "Records appended to the spool",
+            w.stats.spooled,
+        )
+        yield counter(
+            "collector_spool_dropped_records",
+            "Spooled records dropped past the spool's size cap",
+            spool.dropped if spool else 0,
+        )
+        role = w.role.value if w.role is not None else "electing"
+        family = GaugeMetricFamily(
+            "collector_writer_role",
+            "1 for this collector's current role (writer, standby, unknown)",
+            labels=["role"],
+        )
+        for name in ("writer", "standby", "unknown", "electing"):
+            family.add_metric([name], int(name == role))
+        yield family
+        yield counter(
+            "collector_db_errors",
+            "Failed database calls by kind (transient, permanent, timeout)",
+            None,
+            ["kind"],
+            [([str(kind)], n) for kind, n in sorted(w.stats.db_errors.items())],
+        )
+        yield counter(
+            "collector_db_calls_abandoned",
+            "Database calls abandoned after their time bound",
+            w.lane.abandoned,
+        )
+        yield counter(
+            "collector_quarantined_rows",
+            "Rows (and damaged spool lines) put in the quarantine file",
+            None,
+            ["kind"],
+            [([kind], n) for kind, n in sorted(w.quarantine.counts.items())],
+        )
+        yield counter(
+            "collector_derived_nulled",
+            "Derived figures stored as NULL because they cannot fit their column",
+            None,
+            ["field"],
+            [([name], n) for name, n in sorted(w.stats.nulled.items())],
+        )
+        lock = w.leadership.lock if w.leadership is not None else None
+        yield counter(
+            "collector_orphaned_sessions_ended",
+            "Own orphaned database sessions terminated to take the writer lock back",
+            lock.orphans_ended if lock is not None else 0,
+        )
         yield gauge(
             "collector_open_seconds",
             "Seconds still open for trades",
@@ -227,6 +291,7 @@ class MetricsServer(ThreadingHTTPServer):
         verdict = self.app.verdict()
         payload = {
             "status": "ok" if verdict.healthy else "unhealthy",
+            "severity": verdict.severity,  # ok, degraded or failing
             "state": verdict.state,
             "reason": verdict.reason,
         }

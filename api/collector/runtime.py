@@ -4,28 +4,37 @@ import gc
 import logging
 import os
 import queue
+import secrets
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Max
 
 from api.collector.aggregator import Aggregator
 from api.collector.clock import Clock
+from api.collector.database import (
+    CALL_TIMEOUT,
+    CallTimeout,
+    DatabaseLane,
+    first_line,
+    tagged_application_name,
+)
 from api.collector.feed import FeedPolicy, Receiver
 from api.collector.journal import Journal
-from api.collector.leader import FileLeadership, PostgresLeadership
+from api.collector.leader import FileLock, Leadership, PostgresLock, Role
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
 from api.collector.pump import Pump
 from api.collector.session import SessionGate
-from api.collector.spool import Spool
+from api.collector.spool import Spool, SpoolUnusable
 from api.collector.state import load_partial_candles, save_partial_candles
-from api.collector.writer import FLUSH_INTERVAL, Writer
+from api.collector.store import stored_tails
+from api.collector.writer import FLUSH_INTERVAL, SUSPECT_AFTER, Writer
+from api.market.backoff import Backoff
 from api.market.health import Verdict, judge
 from api.models import Ticker
 from api.redact import mask_token
@@ -36,6 +45,15 @@ from api.sentiment.news import NewsClient
 logger = logging.getLogger(__name__)
 
 QUEUE_BATCHES = 4096  # receiver -> aggregator, in batches of up to 256 trades
+# Health: the oldest unwritten bar may wait this long after the flush interval
+# (it is handed to the writer after the grace period already).
+WRITE_WAIT_LIMIT = 10.0
+WRITER_STUCK_AFTER = 30.0  # the writer thread has not run for this long
+SPOOLING_RECENT = 15.0  # "spooling" while the spool grew within this many seconds
+
+
+class StartupError(Exception):
+    """The collector cannot start; the message is one readable line."""
 
 
 @dataclass
@@ -68,6 +86,8 @@ class CollectorConfig:
     record_dir: Path | None = None  # journal every raw frame here
     # Read the socket in a helper process (two cores) or in a thread of this one.
     receiver_process: bool = os.name == "posix"  # the helper needs pass_fds
+    db_timeout: float = CALL_TIMEOUT  # bound on one database call
+    startup_db_wait: float = 60.0  # give up starting after this long without it
 
 
 # Generation-0 collections every 10,000 allocations instead of 700: the hot path
@@ -122,31 +142,42 @@ class Collector:
             else None
         )
         self.partial_candles: dict[str, list] = {}
+        self.lane = DatabaseLane(timeout=config.db_timeout)
+        self.identity = secrets.token_hex(8)  # kept in the spool dir when there is one
+        self.known_tails: dict[str, tuple[int | None, int]] = {}
 
     # Startup --------------------------------------------------------------------
 
     def prepare(self) -> dict[str, int] | None:
-        """Create the tickers and read where 100-trade numbering resumes. Waits
-        (interruptibly) while the database is unreachable; None if stopped."""
-        delay = 1.0
+        """Create the tickers and read where 100-trade numbering resumes. Retries
+        (interruptibly) while the database is unreachable, for at most
+        `startup_db_wait` seconds; None if stopped meanwhile."""
+        symbols = self.config.symbols
+        give_up = time.monotonic() + self.config.startup_db_wait
+        backoff = Backoff(base=1.0, cap=10.0)
         while not self.stop.is_set():
             try:
-                numbers = {}
-                for symbol in self.config.symbols:
-                    ticker, _ = Ticker.objects.get_or_create(symbol=symbol)
-                    last = ticker.tick_candles.aggregate(n=Max("candle_number"))["n"]
-                    numbers[symbol] = (last or 0) + 1
-                self._resume_from_disk(numbers)
-                return numbers
-            except DatabaseError as exc:
-                logger.error("❌ database unreachable at startup (%s); retrying", exc)
-                connection.close()
-                if self.stop.wait(delay):
+                self.known_tails = self.lane.run(_ensure_tickers, symbols)
+                break
+            except (DatabaseError, CallTimeout) as exc:
+                wait = backoff.next()
+                if time.monotonic() + wait > give_up:
+                    raise StartupError(
+                        f"the database is unreachable ({first_line(exc)}); gave up "
+                        f"after {self.config.startup_db_wait:.0f} s"
+                    ) from None
+                logger.error(
+                    "❌ database unreachable at startup (%s); retrying in %.0f s",
+                    first_line(exc),
+                    wait,
+                )
+                if self.stop.wait(wait):
                     return None
-                delay = min(delay * 2, 30.0)
-            finally:
-                connection.close()
-        return None
+        else:
+            return None
+        numbers = {s: self.known_tails.get(s, (None, 0))[1] + 1 for s in symbols}
+        self._resume_from_disk(numbers)
+        return numbers
 
     def _resume_from_disk(self, numbers: dict[str, int]) -> None:
         """Candles still in the spool count for numbering; partial candles saved
@@ -185,18 +216,17 @@ class Collector:
                     len(trades),
                 )
 
-    def _leadership(self):
+    def _leadership(self) -> Leadership | None:
         name = self.config.writer_lock
         if name is None:
             return None
-        db = connection.settings_dict
         if connection.vendor == "postgresql":
-            return PostgresLeadership(name, db)
-        return FileLeadership(name, Path(settings.DATA_DIR) / "locks")
+            return Leadership(name, PostgresLock(name, self.identity))
+        return Leadership(name, FileLock(name, Path(settings.DATA_DIR) / "locks"))
 
     def _save_partial(self, ticks) -> None:
         writer = self.writer
-        if writer and writer.leadership and not writer.leadership.is_leader:
+        if writer is not None and writer.role is Role.STANDBY:
             return  # a standby's partial candles are not the stored sequence
         try:
             saved = save_partial_candles(self.spool.directory, ticks)
@@ -249,6 +279,8 @@ class Collector:
             on_promotion=lambda numbers: aggregator.control.put(
                 ("resync candles", numbers)
             ),
+            lane=self.lane,
+            known_tails=self.known_tails,
         )
         self.writer.symbols = list(cfg.symbols)
         articles = SharedArticles()
@@ -278,6 +310,7 @@ class Collector:
             stop=self.stop,
             stale_after=cfg.stale_after,
             summary=self.summary,
+            observe_extra=self._writer_observation,
             check_interval=cfg.health_check_interval,
             log_interval=cfg.health_log_interval,
         )
@@ -291,7 +324,8 @@ class Collector:
     # Running --------------------------------------------------------------------
 
     def start(self) -> bool:
-        """Prepare and start every worker; False if stopped during preparation."""
+        """Prepare and start every worker; False if stopped during preparation.
+        Raises StartupError (one line) after undoing whatever was started."""
         cfg = self.config
         logger.info(
             "🚀 collector starting: %d symbols (%s), feed %s, %s",
@@ -300,6 +334,37 @@ class Collector:
             mask_token(cfg.ws_url),
             self.gate.status_line(),
         )
+        try:
+            started = self._start()
+        except BaseException:
+            self._undo_start()
+            raise
+        if not started:
+            self._undo_start()  # stopped while preparing
+        return started
+
+    def _start(self) -> bool:
+        cfg = self.config
+        if self.spool is not None:
+            try:
+                self.identity = self.spool.claim()
+            except SpoolUnusable as exc:
+                raise StartupError(str(exc)) from None
+        self.lane.application_name = tagged_application_name(
+            connection.settings_dict.get("OPTIONS", {}).get("application_name"),
+            self.identity,
+        )
+        if cfg.metrics_port is not None:
+            try:
+                self.metrics = MetricsServer(
+                    self, host=cfg.metrics_host, port=cfg.metrics_port
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            self.metrics.start()  # /healthz says "starting" until the workers run
         numbers = self.prepare()
         if numbers is None:
             return False
@@ -317,31 +382,53 @@ class Collector:
         for worker in self.workers:
             if worker is not None:
                 worker.start()
-        if cfg.metrics_port is not None:
-            self.metrics = MetricsServer(
-                self, host=cfg.metrics_host, port=cfg.metrics_port
-            ).start()
         return True
 
+    def _undo_start(self) -> None:
+        """A failed start leaves nothing running: stop what began, keep what must
+        be kept (the spool is on disk already)."""
+        self.stop.set()
+        for worker in self.workers:
+            if worker is not None and worker.is_alive():
+                worker.join(2.0)
+        if self.pump is not None:
+            self.pump.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        if self.journal is not None:
+            self.journal.close()
+        self.lane.close(timeout=1.0)
+        if self.spool is not None:
+            self.spool.release()
+
     def verdict(self) -> Verdict:
-        """Health for /healthz: connected (or rightly waiting), data fresh, and the
-        writer keeping up."""
-        obs = self.monitor.observe()
-        stats = self.writer.stats
-        since_commit = (
-            None
-            if stats.last_commit_at is None
-            else self.clock.now() - stats.last_commit_at
-        )
-        return judge(
-            replace(
-                obs,
-                bars_waiting=self.writer.waiting,
-                max_waiting=self.config.max_pending,
-                seconds_since_commit=since_commit,
-                commit_expected_within=max(30.0, 10 * self.config.grace),
-            )
-        )
+        """Health for /healthz and the 💓 line: the writer storing bars (or rightly
+        standing by), then the feed connected (or rightly waiting) with fresh
+        data."""
+        if self.monitor is None:
+            return Verdict(False, "starting", "the collector is starting")
+        return judge(self.monitor.observe())
+
+    def _writer_observation(self) -> dict:
+        """The writer's side of an Observation; read from any thread."""
+        w = self.writer
+        now = time.monotonic()
+        since, spooled_at = w.waiting_since, w.stats.spooled_at
+        role = w.role
+        return {
+            "bars_waiting": w.waiting,
+            "max_waiting": self.config.max_pending,
+            "oldest_waiting": None if since is None else now - since,
+            "wait_limit": WRITE_WAIT_LIMIT + self.config.flush_interval,
+            "role": None if role is None else role.value,
+            "writer_silent": now - w.beat if w.is_alive() else None,
+            "stuck_after": WRITER_STUCK_AFTER,
+            "db_busy": w.lane.busy_for(),
+            "db_busy_limit": SUSPECT_AFTER,
+            "spooling": spooled_at is not None and now - spooled_at < SPOOLING_RECENT,
+            "last_error": w.last_error,
+        }
 
     def run(self, install_signals: bool = True) -> int:
         if install_signals:
@@ -365,6 +452,8 @@ class Collector:
             self.metrics.stop()
         if self.journal is not None:
             self.journal.close()
+        if self.spool is not None:
+            self.spool.release()
         # Only the pipeline must finish: a news request in flight may not.
         pipeline = [self.receiver, self.aggregator, self.writer]
         stuck = [w.name for w in pipeline if w is not None and w.is_alive()]
@@ -380,8 +469,8 @@ class Collector:
             logger.info("🛑 %s received: shutting down", signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, handle)
 
     # Reporting ------------------------------------------------------------------
 
@@ -400,5 +489,19 @@ class Collector:
             f"100-trade bars {w.stats.candles_written} | waiting {w.waiting} | "
             f"open seconds {seconds.open_seconds()} late {seconds.late_trades} "
             f"dropped late {seconds.dropped_too_late} | "
-            f"queue {self.trades_queue.qsize()}"
+            f"queue {self.trades_queue.qsize()} | "
+            f"role {w.role.value if w.role else 'electing'} | "
+            f"spool {self.spool.size if self.spool else 0} B"
+            + (
+                f" | quarantined {sum(w.quarantine.counts.values())}"
+                if w.quarantine.counts
+                else ""
+            )
         )
+
+
+def _ensure_tickers(symbols: list[str]) -> dict[str, tuple[int | None, int]]:
+    """Runs on the database lane: every symbol has its Ticker; what is stored."""
+    for symbol in symbols:
+        Ticker.objects.get_or_create(symbol=symbol)
+    return stored_tails(symbols)

@@ -177,6 +177,9 @@ class FrameFactory:
     def __init__(self, options: SimOptions, prices: PriceBook) -> None:
         self.options = options
         self.prices = prices
+        # symbol -> the bad price its prints carry for now (a glitch burst); the
+        # walk goes on underneath.
+        self.glitches: dict[str, float] = {}
 
     def _t(self, rng: random.Random) -> int:
         opts = self.options
@@ -187,6 +190,7 @@ class FrameFactory:
 
     def frame(self, feed: str, symbol: str, rng: random.Random) -> dict:
         price, session_open = self.prices.step(symbol, rng)
+        price = self.glitches.get(symbol, price)
         if feed == "crypto":
             return self._crypto(symbol, price, session_open, rng)
         if feed == "forex":
@@ -408,6 +412,14 @@ class FeedServer:
             return self._changed.wait_for(lambda: len(self._records) >= n, timeout)
 
     # -- control -------------------------------------------------------------
+
+    def set_glitch(self, symbol: str, price: float | None) -> None:
+        """From now on `symbol`'s prints carry `price` (None: the real walk
+        again) - a burst of bad prints, as real feeds sometimes send."""
+        if price is None:
+            self._factory.glitches.pop(symbol, None)
+        else:
+            self._factory.glitches[symbol] = price
 
     def set_silent(self, flag: bool) -> None:
         """Stop (or resume) data on every connection; sockets stay open."""

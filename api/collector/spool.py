@@ -1,19 +1,27 @@
 """The durable spool: bars the database could not take, kept on local disk until
-it can.
+it can - and the collector's local home between runs.
 
 An append-only JSON-lines file, fsync'd after every append, so a crash or a
 SIGKILL loses nothing that was spooled. Records are replayed oldest first; the
 last record of a key wins (a revision supersedes its original). A truncated or
-garbled line, as a crash mid-write can leave, is skipped with a warning.
+garbled line, as a crash mid-write can leave, is handed back as damaged (the
+writer quarantines it) and never stops the rest.
+
+The directory belongs to one collector at a time (an flock on `.lock`), which
+also keeps the collector's identity (`identity`): it survives restarts, so a
+restarted collector recognises database sessions its predecessor left behind.
 """
 
+import fcntl
 import json
 import logging
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from api.collector.durable import AppendFile
 from api.market.bars import SecondBar, TickCandle
 from api.sentiment.scoring import Scores
 
@@ -118,10 +126,18 @@ def decode_candle(rec: dict) -> TickCandle:
 class SpoolContents:
     bars: dict[tuple[str, int], tuple[SecondBar, Scores | None]]
     candles: dict[tuple[str, int], TickCandle]
-    bad_lines: int
+    damaged: list[str] = field(default_factory=list)  # raw lines
+
+    @property
+    def bad_lines(self) -> int:
+        return len(self.damaged)
 
     def __len__(self) -> int:
         return len(self.bars) + len(self.candles)
+
+
+class SpoolUnusable(Exception):
+    """The spool directory cannot be used; the message is one readable line."""
 
 
 class Spool:
@@ -130,25 +146,70 @@ class Spool:
         self.path = self.directory / "spool.jsonl"
         self.max_bytes = max_bytes
         self.dropped = 0  # records dropped past the cap (newest are kept)
+        self.appended_bytes = 0
+        self._file = AppendFile(self.path)
         self._warned_full = False
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
 
     @property
     def size(self) -> int:
+        return self._file.size
+
+    def claim(self) -> str:
+        """Make the directory this process's own, check that the spool can be
+        written and read, and return the collector's identity. Raises
+        SpoolUnusable with one line otherwise."""
+        where = self.directory
         try:
-            return self.path.stat().st_size
+            where.mkdir(parents=True, exist_ok=True)
+            fd = os.open(where / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolUnusable(
+                f"the spool directory {where} cannot be used: {exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise SpoolUnusable(
+                f"the spool directory {where} is in use by another collector "
+                f"(pid {other or '?'}): give each collector its own --spool-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        try:
+            self._file.check()
+            return self._identity()
+        except OSError as exc:
+            self.release()
+            raise SpoolUnusable(
+                f"the spool {self.path} cannot be used: {exc}"
+            ) from None
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _identity(self) -> str:
+        path = self.directory / "identity"
+        try:
+            text = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            return 0
+            text = ""
+        if len(text) == 16 and all(c in "0123456789abcdef" for c in text):
+            return text
+        text = secrets.token_hex(8)
+        path.write_text(text + "\n", encoding="utf-8")
+        return text
 
     def append(self, records: list[dict]) -> None:
         """Append and fsync: once this returns, the records survive a crash."""
         if not records:
             return
-        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        self.appended_bytes += self._file.append(records)
         size = self.size
         if size > self.max_bytes:
             self._enforce_cap()
@@ -163,65 +224,57 @@ class Spool:
             )
 
     def load(self) -> SpoolContents:
-        """Everything spooled, the last record per key winning."""
-        bars: dict = {}
-        candles: dict = {}
-        bad = 0
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as fh:
-                lines = fh.read().split("\n")
-        except FileNotFoundError:
-            return SpoolContents(bars, candles, 0)
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+        """Everything spooled, the last record per key winning; damaged lines
+        (torn, garbled, or not a record) are handed back as they are."""
+        records, damaged = self._file.read()
+        contents = SpoolContents({}, {}, damaged)
+        for record in records:
             try:
-                rec = json.loads(line)
-                if rec["k"] == "s":
-                    bar, scores = decode_bar(rec)
-                    bars[(bar.symbol, bar.second)] = (bar, scores)
-                elif rec["k"] == "t":
-                    candle = decode_candle(rec)
-                    candles[(candle.symbol, candle.number)] = candle
+                if record["k"] == "s":
+                    bar, scores = decode_bar(record)
+                    contents.bars[(bar.symbol, bar.second)] = (bar, scores)
+                elif record["k"] == "t":
+                    candle = decode_candle(record)
+                    contents.candles[(candle.symbol, candle.number)] = candle
                 else:
-                    raise ValueError(f"unknown kind {rec['k']!r}")
-            except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                bad += 1
-                logger.warning(
-                    "⚠️ spool line %d is damaged (%s); skipped, the rest is kept",
-                    number,
-                    exc,
-                )
-        return SpoolContents(bars, candles, bad)
+                    raise ValueError(f"unknown kind {record['k']!r}")
+            except (ValueError, KeyError, TypeError, ArithmeticError):
+                damaged.append(json.dumps(record))
+        if damaged:
+            logger.warning(
+                "⚠️ the spool %s holds %d damaged lines; the rest is kept",
+                self.path,
+                len(damaged),
+            )
+        return contents
+
+    def replace(self, contents: SpoolContents) -> None:
+        """Rewrite the spool with exactly `contents` (damaged lines left out)."""
+        self._file.replace(
+            [encode_bar(*item) for _, item in sorted(contents.bars.items())]
+            + [encode_candle(c) for _, c in sorted(contents.candles.items())]
+        )
 
     def clear(self) -> None:
         """Everything spooled is committed: start empty."""
         if self.path.exists():
-            with open(self.path, "w", encoding="utf-8") as fh:
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._file.replace([])
         self._warned_full = False
 
     def _enforce_cap(self) -> None:
         """Past the cap: keep the newest records that fit, count what was dropped."""
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            lines = [line for line in fh.read().split("\n") if line.strip()]
-        kept: list[str] = []
+        records, _damaged = self._file.read()
+        kept: list[dict] = []
         budget = int(self.max_bytes * 0.9)  # leave room so we don't rewrite at once
-        for line in reversed(lines):
-            budget -= len(line.encode()) + 1
+        for record in reversed(records):
+            budget -= len(json.dumps(record, separators=(",", ":"))) + 1
             if budget < 0:
                 break
-            kept.append(line)
+            kept.append(record)
         kept.reverse()
-        dropped = len(lines) - len(kept)
+        dropped = len(records) - len(kept)
         self.dropped += dropped
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in kept))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        self._file.replace(kept)
         logger.error(
             "❌ the spool reached its cap of %.0f MB: dropped the %d oldest records "
             "(%d dropped so far); the newest are kept",

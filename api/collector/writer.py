@@ -1,69 +1,50 @@
 """The writer: the only thread that writes bars. One batched idempotent upsert per
-table per flush; retries with backoff; a database outage never drops a bar."""
+table per flush; retries with backoff; a database outage never drops a bar.
+
+The writer owns the bars; the database lane runs the calls. Each call is bounded
+(database.DatabaseLane): a call into a black hole is abandoned, its bars spooled,
+and the writer never stops taking bars from the aggregator meanwhile - it keeps
+collecting and spooling while it waits. Rows the database refuses for their data
+are quarantined (quarantine.Quarantine); everything else flows on."""
 
 import logging
 import math
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-)
-from django.db.models import Max
+from django.db import DatabaseError
 
 from api.collector.aggregator import FINISHED, WriteBatch
 from api.collector.clock import Clock
-from api.collector.leader import PROMOTED, REGAINED, Leadership
+from api.collector.database import (
+    CallTimeout,
+    DatabaseLane,
+    ErrorKind,
+    classify,
+    first_line,
+)
+from api.collector.leader import Change, Leadership, LockLost, Role
 from api.collector.metrics import DelayHistogram
-from api.collector.spool import Spool, encode_bar, encode_candle
+from api.collector.quarantine import Quarantine
+from api.collector.spool import Spool, SpoolContents, encode_bar, encode_candle
+from api.collector.store import (
+    Outcome,
+    Store,
+    candle_key,
+    stored_candles,
+    stored_tails,
+)
 from api.collector.throttle import LogThrottle
 from api.collector.worker import Worker
-from api.market.bars import SecondBar, TickCandle
-from api.models import SecondSnapshot, TickCandle100, Ticker
-from api.sentiment.scoring import Scores
+from api.market.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_FIELDS = [
-    "ohlc_1sec_open",
-    "ohlc_1sec_high",
-    "ohlc_1sec_low",
-    "ohlc_1sec_close",
-    "ohlc_1sec_volume",
-    "ohlc_1sec_tick_count",
-    "vwap",
-    "price_momentum_5sec",
-    "price_change_1sec",
-    "composite_score",
-    "news_score_cached",
-    "technical_score_cached",
-    "flow_score_cached",
-    "source",
-    "updated_at",
-]
-CANDLE_FIELDS = [
-    "completed_at",
-    "open",
-    "high",
-    "low",
-    "close",
-    "total_volume",
-    "tick_count",
-    "first_tick_time",
-    "last_tick_time",
-    "duration_seconds",
-    "source",
-]
 # Seconds between two flushes at the least. A flush is one upsert per table (two
 # statements), so at most 2 / 0.7 = 2.9 statements a second whatever the trade
 # rate or number of symbols; in a live session seconds close once a second, so
@@ -74,15 +55,16 @@ MIN_GAP = 0.7
 # the fallback for when no second closes; shorter than a second it would add a
 # flush - two statements - between the once-a-second ones.
 FLUSH_INTERVAL = 1.5
-CHECK_EVERY = 30.0  # seconds between connection health checks
 STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
-OUTAGE_BACKOFF_CAP = 30.0
-BATCH_ROWS = 2000  # rows per statement when catching up after an outage
-
-
-def utc(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+# Between failed flushes (and elections without an answer): short, so that
+# writes resume within seconds of the database coming back.
+OUTAGE_BACKOFF = {"base": 1.0, "cap": 5.0}
+ELECTION_EVERY = 1.0
+# A database call running this long is suspect (they take milliseconds): bars go
+# to the spool meanwhile, so a crash during a black hole loses none.
+SUSPECT_AFTER = 2.0
+BATCH_ROWS = 2000  # rows per statement (and per bounded call) when catching up
 
 
 @dataclass
@@ -95,10 +77,12 @@ class WriterStats:
     failed_attempts: int = 0
     overflow_dropped: int = 0
     promotions: int = 0
-    demotions: int = 0
     spooled: int = 0  # records appended to the spool
     replayed: int = 0  # rows written from the spool
     last_commit_at: float | None = None  # epoch seconds
+    spooled_at: float | None = None  # monotonic, last append to the spool
+    db_errors: Counter = field(default_factory=Counter)  # ErrorKind -> count
+    nulled: Counter = field(default_factory=Counter)  # column -> rows set NULL
     commit_delays: deque = field(default_factory=lambda: deque(maxlen=100_000))
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     bars_by_symbol: dict[str, int] = field(default_factory=dict)
@@ -114,11 +98,13 @@ class Writer(Worker):
         clock: Clock | None = None,
         flush_interval: float = FLUSH_INTERVAL,
         max_pending: int = 500_000,
-        shutdown_deadline: float = 7.0,
+        shutdown_deadline: float = 6.0,
         source: str = "eodhd_ws",
         spool: Spool | None = None,
         leadership: Leadership | None = None,
         on_promotion: Callable[[dict[str, int]], None] | None = None,
+        lane: DatabaseLane | None = None,
+        known_tails: dict[str, tuple[int | None, int]] | None = None,
     ) -> None:
         super().__init__("writer", stop)
         self.inbox = inbox
@@ -127,16 +113,15 @@ class Writer(Worker):
         self.flush_interval = flush_interval
         self.max_pending = max_pending
         self.shutdown_deadline = shutdown_deadline
-        self.source = source
         self.stats = WriterStats()
+        self.lane = lane or DatabaseLane()
+        self.leadership = leadership
+        self.store = Store(source, fence=leadership.lock if leadership else None)
+        self.quarantine = Quarantine(spool.directory if spool else None)
         # Keyed so a revision replaces its pending original (last one wins); the
         # flag says whether the row is new to the database (for stats and delays).
-        self.pending_bars: dict[
-            tuple[str, int], tuple[SecondBar, Scores | None, bool]
-        ] = {}
-        self.pending_candles: dict[tuple[str, int], TickCandle] = {}
-        self._ticker_ids: dict[str, int] = {}
-        self._outage_delay = 0.0
+        self.pending_bars: dict[tuple[str, int], tuple] = {}
+        self.pending_candles: dict[tuple[str, int], object] = {}
         self._throttle = LogThrottle(logger)
         # The spool holds what the database could not take. Keys changed since
         # they were last spooled are "dirty"; during an outage they are spooled
@@ -148,30 +133,55 @@ class Writer(Worker):
         # True when the spool holds rows that are not in memory (left by an
         # earlier run, or evicted from memory during a long outage).
         self._spool_has_more = spool is not None and spool.size > 0
-        self.leadership = leadership
         self.symbols: list[str] = []
         self.on_promotion = on_promotion
+        # What this collector knows is stored: {symbol: (last second, last candle
+        # number)}, to tell its own writes from another collector's.
+        self._known: dict[str, tuple[int | None, int]] = dict(known_tails or {})
+        self._sync: Change | None = None  # a role change still to act on
         self._next_election = 0.0
-        self._announced_standby = False
-        self._elections = 0
+        self._election_backoff = Backoff(**OUTAGE_BACKOFF)
+        self._flush_backoff = Backoff(**OUTAGE_BACKOFF)
         self._fresh_bars = False  # newly closed seconds wait (not only revisions)
-        self._checked_at = -math.inf
+        self._finished = False  # the aggregator said its last word
+        self._stop_deadline = math.inf  # monotonic; set once stop is seen
+        self._announced = False  # the first stored bars were logged
+        self.last_error: str | None = None
+        self.beat = time.monotonic()  # the writer thread's heartbeat
+        # Since when something waits to be written (monotonic); None: nothing.
+        self.waiting_since: float | None = (
+            time.monotonic() if self._spool_has_more else None
+        )
 
     @property
     def waiting(self) -> int:
         return len(self.pending_bars) + len(self.pending_candles)
 
+    @property
+    def role(self) -> Role | None:
+        """writer / standby / unknown; None before the first election (or when
+        there is no election: then this collector simply writes)."""
+        if self.leadership is None:
+            return Role.WRITER
+        return self.leadership.role
+
+    # The loop ------------------------------------------------------------------------
+
     def work(self) -> None:
-        finished = False
         last_flush = -math.inf
         retry_at = 0.0
-        while not finished:
+        while True:
+            self.beat = time.monotonic()
             finished = self._collect(0.05 if self.waiting else 0.5)
-            if not finished and self.stop.is_set() and self.upstream_done():
+            if self.stop.is_set() and self.upstream_done():
                 finished = True  # the aggregator is gone without saying so
+            if finished:
+                break
             if self._in_outage:
                 self._spool_dirty()
-            if not self._may_write() or finished or not self.waiting:
+            if not self._may_write():
+                continue
+            if not (self.waiting or self._spool_has_more):
                 continue
             now = time.monotonic()
             # Flush right after the aggregator closed new seconds (once a second,
@@ -184,100 +194,20 @@ class Writer(Worker):
             if due and now >= retry_at:
                 ok = self.flush()
                 last_flush = time.monotonic()
-                retry_at = 0.0 if ok else last_flush + self._next_outage_delay()
+                retry_at = 0.0 if ok else last_flush + self._flush_backoff.next()
         self._final_flush()
-
-    def _may_write(self) -> bool:
-        """Only the leader writes; a standby keeps the last minute of bars so that
-        it can fill the gap when it takes over."""
-        if self.leadership is None:
-            return True
-        now = time.monotonic()
-        if now >= self._next_election:
-            self._next_election = now + 1.0
-            try:
-                event = self.leadership.maintain()
-            except Exception as exc:  # never let the election kill the writer
-                event = None
-                self._throttle.log(
-                    logging.ERROR, "election", now, "❌ writer election failed: %s", exc
-                )
-            first = self._elections == 0
-            self._elections += 1
-            if event == PROMOTED and first:
-                # Leader from the start: numbering read at startup is right.
-                logger.info(
-                    "👑 this collector is the writer for %s", self.leadership.name
-                )
-            elif event == PROMOTED:
-                self._take_over()
-            elif event == REGAINED:
-                logger.info(
-                    "👑 writer lock of %s regained; writing the %d waiting bars",
-                    self.leadership.name,
-                    self.waiting,
-                )
-            elif self.leadership.is_standby and not self._announced_standby:
-                self._announced_standby = True
-                logger.warning(
-                    "🧍 standby: another collector writes %s; taking over if it stops",
-                    self.leadership.name,
-                )
-        if self.leadership.is_leader:
-            return True
-        if self.leadership.out_of_contact:
-            # As in any outage: keep everything, spool it, write it when back.
-            self._enter_outage()
-            return False
-        horizon = self.clock.now() - STANDBY_KEEP
-        for key in [k for k in self.pending_bars if k[1] < horizon]:
-            del self.pending_bars[key]
-        self.pending_candles.clear()  # a standby's candle numbers mean nothing
-        self._dirty_bars.clear()
-        self._dirty_candles.clear()
-        return False
-
-    def _take_over(self) -> None:
-        """Now the writer: keep only bars after what the old leader stored, and
-        have the aggregator number candles after the stored ones."""
-        close_old_connections()
-        try:
-            last_seconds, next_numbers = {}, {}
-            for ticker in Ticker.objects.filter(symbol__in=self.symbols_hint()):
-                last = ticker.second_snapshots.aggregate(t=Max("timestamp"))["t"]
-                if last is not None:
-                    last_seconds[ticker.symbol] = int(last.timestamp())
-                number = ticker.tick_candles.aggregate(n=Max("candle_number"))["n"]
-                next_numbers[ticker.symbol] = (number or 0) + 1
-        except DatabaseError as exc:
-            connection.close()
-            self.leadership.release()
-            logger.error("❌ cannot take over as the writer yet: %s", exc)
-            return
-        for key in list(self.pending_bars):
-            if key[1] <= last_seconds.get(key[0], -1):
-                del self.pending_bars[key]
-        self.pending_candles.clear()
-        self.stats.promotions += 1
-        logger.warning(
-            "👑 this collector is the writer for %s (%d recent bars to write)",
-            self.leadership.name,
-            len(self.pending_bars),
-        )
-        if self.on_promotion is not None:
-            self.on_promotion(next_numbers)
-
-    def symbols_hint(self) -> list[str]:
-        return sorted({key[0] for key in self.pending_bars} | set(self.symbols))
 
     def _collect(self, wait: float) -> bool:
         """Take everything the aggregator has handed on; True once it finished."""
+        if self._finished:
+            return True
         try:
-            item = self.inbox.get(timeout=wait)
+            item = self.inbox.get(timeout=wait) if wait else self.inbox.get_nowait()
         except queue.Empty:
             return False
         while True:
             if item is FINISHED:
+                self._finished = True
                 return True
             self.add(item)
             try:
@@ -285,8 +215,34 @@ class Writer(Worker):
             except queue.Empty:
                 return False
 
+    def _idle(self) -> None:
+        """While a database call runs: keep taking bars, keep spooling."""
+        self.beat = time.monotonic()
+        self._collect(0)
+        busy = self.lane.busy_for()
+        if busy is not None and busy >= SUSPECT_AFTER and not self._in_outage:
+            self.last_error = f"no answer from the database for {busy:.0f} s"
+            self._enter_outage()
+        elif self._in_outage:
+            self._spool_dirty()
+
+    def _cutoff(self) -> float:
+        """Until when database calls may run: no limit until stop is seen, then
+        the shutdown deadline, so that the process ends in time."""
+        if self._stop_deadline == math.inf and self.stop.is_set():
+            self._stop_deadline = time.monotonic() + self.shutdown_deadline
+        return self._stop_deadline
+
+    def _pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._idle()
+            time.sleep(min(0.05, left))
+
     def add(self, batch: WriteBatch) -> None:
         pending = self.pending_bars
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
         for bar, scores in batch.bars:
             if not bar.revision:
                 self._fresh_bars = True
@@ -327,7 +283,349 @@ class Writer(Worker):
             self.stats.overflow_dropped,
         )
 
-    def _spool_dirty(self) -> int:
+    # Leadership ----------------------------------------------------------------------
+
+    def _may_write(self) -> bool:
+        """Only the writer writes; a standby keeps the last minute of bars to fill
+        a takeover's gap; with the role unknown, every bar is kept and spooled."""
+        if self.leadership is None:
+            return True
+        now = time.monotonic()
+        if now >= self._next_election:
+            self._elect()
+        role = self.leadership.role
+        if role is Role.WRITER:
+            if self._sync is not None:
+                self._settle()
+            return self._sync is None
+        if role is Role.UNKNOWN:
+            self._enter_outage()
+            return False
+        horizon = self.clock.now() - STANDBY_KEEP
+        for key in [k for k in self.pending_bars if k[1] < horizon]:
+            del self.pending_bars[key]
+        self.pending_candles.clear()  # a standby's candle numbers mean nothing
+        self._dirty_bars.clear()
+        self._dirty_candles.clear()
+        self._in_outage = False
+        if not self.waiting and not self._spool_has_more:
+            self.waiting_since = None
+        return False
+
+    def _elect(self) -> None:
+        leadership = self.leadership
+        try:
+            held = self.lane.run(
+                leadership.lock.hold, idle=self._idle, cutoff=self._cutoff
+            )
+        except (DatabaseError, CallTimeout, OSError) as exc:
+            held = None
+            self._db_error(exc, "the writer lock")
+        change = leadership.observe(held)
+        if leadership.role is Role.UNKNOWN:
+            self._next_election = time.monotonic() + self._election_backoff.next()
+        else:
+            self._election_backoff.reset()
+            self._next_election = time.monotonic() + ELECTION_EVERY
+        if change is Change.FIRST:
+            logger.info("👑 this collector is the writer for %s", leadership.name)
+            # Had the role been unknown first, another may have written meanwhile.
+            self._sync = Change.REGAINED if leadership.losses else None
+        elif change in (Change.TAKEOVER, Change.REGAINED):
+            self._sync = change
+        elif change is Change.STANDBY:
+            self._sync = None
+            logger.warning(
+                "🧍 standby: another collector writes %s (%s); taking over if it stops",
+                leadership.name,
+                leadership.lock.holder or "lock held",
+            )
+        elif change is Change.LOST:
+            self._sync = None
+            logger.error(
+                "❌ writer role unknown: cannot reach the database to check the "
+                "writer lock of %s (%s); keeping and spooling every bar until it "
+                "answers",
+                leadership.name,
+                self.last_error,
+            )
+
+    def _settle(self) -> None:
+        """Act on becoming the writer: after a takeover, or after an unknown spell
+        during which another collector may have written."""
+        symbols = self.symbols_hint()
+        try:
+            tails = self.lane.run(
+                stored_tails, symbols, idle=self._idle, cutoff=self._cutoff
+            )
+            if self._sync is Change.TAKEOVER:
+                others = set(tails)
+            else:
+                others = self._written_by_others(tails)
+        except (DatabaseError, CallTimeout) as exc:
+            self._db_error(exc, "reading what is stored")
+            self._next_election = 0.0  # check the lock again right away
+            return
+        change, self._sync = self._sync, None
+        if others:
+            self._follow(tails, others)
+        if change is Change.TAKEOVER:
+            self.stats.promotions += 1
+            logger.warning(
+                "👑 this collector is the writer for %s (%d recent bars to write)",
+                self.leadership.name,
+                len(self.pending_bars),
+            )
+        else:
+            logger.info(
+                "👑 writer lock of %s regained; writing the %d waiting bars%s",
+                self.leadership.name,
+                self.waiting,
+                f" (another collector wrote {', '.join(sorted(others))} meanwhile)"
+                if others
+                else "",
+            )
+
+    def _written_by_others(self, tails: dict) -> set[str]:
+        """Symbols with stored rows beyond what this collector knows it stored,
+        that are not its own unacknowledged writes."""
+        others = set()
+        for symbol, (second, number) in tails.items():
+            known_second, known_number = self._known.get(symbol, (None, 0))
+            if number > known_number:
+                stored = self.lane.run(stored_candles, symbol, known_number)
+                mine = {
+                    key[1]: candle_key(c)
+                    for key, c in self.pending_candles.items()
+                    if key[0] == symbol
+                }
+                if any(mine.get(n) != values for n, values in stored.items()):
+                    others.add(symbol)
+                    continue
+            if (
+                second is not None
+                and (known_second is None or second > known_second)
+                and (symbol, second) not in self.pending_bars
+            ):
+                others.add(symbol)
+        return others
+
+    def _follow(self, tails: dict, symbols: set[str]) -> None:
+        """Another collector wrote these symbols: keep only bars after what it
+        stored, and number candles after its last."""
+        floor = {s: tails[s][0] for s in symbols if tails[s][0] is not None}
+        for key in list(self.pending_bars):
+            if key[1] <= floor.get(key[0], -math.inf):
+                del self.pending_bars[key]
+        for key in [k for k in self.pending_candles if k[0] in symbols]:
+            del self.pending_candles[key]
+        if self.spool is not None and self.spool.size:
+            contents = self._load_spool()
+            contents.bars = {
+                k: v for k, v in contents.bars.items() if k[1] > floor.get(k[0], -1)
+            }
+            contents.candles = {
+                k: v for k, v in contents.candles.items() if k[0] not in symbols
+            }
+            self.spool.replace(contents)
+        for symbol in symbols:
+            self._known[symbol] = tails[symbol]
+        if self.on_promotion is not None:
+            self.on_promotion({s: tails[s][1] + 1 for s in symbols})
+
+    def symbols_hint(self) -> list[str]:
+        return sorted({key[0] for key in self.pending_bars} | set(self.symbols))
+
+    # Writing -------------------------------------------------------------------------
+
+    def flush(self, deadline: float | None = None) -> bool:
+        """Write what is waiting: up to 1 + 3 attempts. True when all was written."""
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+            if delay:
+                self._pause(delay)
+            try:
+                self._write_all(deadline)
+            except LockLost as exc:
+                # The lock's session is gone: nothing went out. Ask again.
+                self.last_error = str(exc)
+                self._next_election = 0.0
+                self.leadership.observe(None)
+                self._enter_outage()
+                return False
+            except (DatabaseError, CallTimeout) as exc:
+                kind = self._db_error(exc, "a write", attempt)
+                self._spool_dirty(quiet=True)  # whatever happens next, it is safe
+                if kind is ErrorKind.TIMEOUT:
+                    break  # no quick retries into a black hole
+            else:
+                if self._in_outage:
+                    logger.info("✅ database is back: all waiting bars written")
+                self._in_outage = False
+                self._flush_backoff.reset()
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        self._enter_outage()
+        return False
+
+    def _db_error(self, exc: BaseException, what: str, attempt: int = 0) -> ErrorKind:
+        kind = classify(exc)
+        self.stats.db_errors[kind] += 1
+        self.stats.failed_attempts += 1
+        self.last_error = first_line(exc)
+        self._throttle.log(
+            logging.WARNING,
+            f"db {kind}",
+            time.monotonic(),
+            "❌ database %s failed (%s%s): %s; %d bars waiting",
+            what,
+            kind,
+            f", attempt {attempt + 1}/{1 + len(RETRY_DELAYS)}" if attempt else "",
+            self.last_error,
+            self.waiting,
+        )
+        return kind
+
+    def _write_all(self, deadline: float | None) -> None:
+        """Spooled rows first (memory holds the newer version of any key), then
+        what is pending, in bounded calls; each row leaves `pending` once stored."""
+        started = time.monotonic()
+        if self._spool_has_more:
+            self._replay_spool(deadline)
+        bars = sorted(self.pending_bars.items(), key=lambda kv: kv[0][1])
+        candles = sorted(self.pending_candles.items(), key=lambda kv: kv[0][1])
+        for start in range(0, max(len(bars), len(candles)), BATCH_ROWS):
+            bar_items = bars[start : start + BATCH_ROWS]
+            candle_items = candles[start : start + BATCH_ROWS]
+            outcome = self._call_store(
+                [(bar, scores) for _, (bar, scores, _new) in bar_items],
+                [candle for _, candle in candle_items],
+                deadline,
+            )
+            self._written(bar_items, candle_items, outcome)
+        self.stats.flushes += 1
+        self._fresh_bars = False
+        if self.spool is not None and self.spool.size and not self._spool_has_more:
+            # Everything spooled is in memory or was replayed: all committed now.
+            self.spool.clear()
+        if not self._spool_has_more:
+            # What still waits came in while this flush ran.
+            self.waiting_since = started if self.waiting else None
+
+    def _call_store(self, bars, candles, deadline) -> Outcome:
+        outcome = self.lane.run(
+            self.store.write,
+            bars,
+            candles,
+            deadline=deadline,
+            idle=self._idle,
+            cutoff=self._cutoff,
+        )
+        self.stats.statements += outcome.statements
+        self.stats.nulled.update(outcome.nulled)
+        if outcome.rejected:
+            self.quarantine.rows(outcome.rejected)
+        return outcome
+
+    def _written(self, bar_items, candle_items, outcome: Outcome) -> None:
+        stats = self.stats
+        now = self.clock.now()
+        rejected = {id(r.item[0]) for r in outcome.rejected if r.kind == "second"}
+        known = self._known
+        for key, (bar, _scores, new) in bar_items:
+            # Only drop what was written; a newer revision may have replaced it.
+            if self.pending_bars.get(key, (None,))[0] is bar:
+                del self.pending_bars[key]
+                self._dirty_bars.discard(key)
+            if id(bar) in rejected:
+                continue  # quarantined, not written
+            last, number = known.get(key[0], (None, 0))
+            if last is None or key[1] > last:
+                known[key[0]] = (key[1], number)
+            if not new:
+                stats.revisions_written += 1
+                continue
+            stats.bars_written += 1
+            delay = now - (bar.second + 1)
+            stats.commit_delays.append(delay)
+            stats.delay_histogram.observe(delay)
+            stats.bars_by_symbol[bar.symbol] = (
+                stats.bars_by_symbol.get(bar.symbol, 0) + 1
+            )
+        for key, candle in candle_items:
+            if self.pending_candles.get(key) is candle:
+                del self.pending_candles[key]
+                self._dirty_candles.discard(key)
+            last, number = known.get(key[0], (None, 0))
+            if key[1] > number:
+                known[key[0]] = (last, key[1])
+        stats.candles_written += outcome.candles
+        if bar_items or candle_items:
+            if not self._announced and bar_items:
+                self._announced = True
+                logger.info(
+                    "✅ first bars stored: %d 1-second bars, up to %s",
+                    len(bar_items),
+                    datetime.fromtimestamp(bar_items[-1][0][1], tz=UTC).strftime(
+                        "%H:%M:%S"
+                    ),
+                )
+            stats.last_commit_at = now
+
+    def _load_spool(self) -> SpoolContents:
+        """The spool's contents; damaged lines are quarantined and left out of the
+        file, once."""
+        contents = self.spool.load()
+        if contents.damaged:
+            self.quarantine.lines(contents.damaged, str(self.spool.path))
+            self.spool.replace(contents)
+            contents.damaged = []
+        return contents
+
+    def _replay_spool(self, deadline: float | None) -> None:
+        contents = self._load_spool()
+        bars = [
+            item
+            for key, item in sorted(contents.bars.items(), key=lambda kv: kv[0][1])
+            if key not in self.pending_bars
+        ]
+        candles = [
+            candle
+            for key, candle in sorted(contents.candles.items(), key=lambda kv: kv[0][1])
+            if key not in self.pending_candles
+        ]
+        self._spool_has_more = False
+        written = [0, 0]
+        for start in range(0, max(len(bars), len(candles)), BATCH_ROWS):
+            try:
+                outcome = self._call_store(
+                    bars[start : start + BATCH_ROWS],
+                    candles[start : start + BATCH_ROWS],
+                    deadline,
+                )
+            except BaseException:
+                self._spool_has_more = True  # the rest is still only on disk
+                raise
+            written[0] += outcome.bars
+            written[1] += outcome.candles
+            for bar, _scores in bars[start : start + BATCH_ROWS]:
+                last, number = self._known.get(bar.symbol, (None, 0))
+                if last is None or bar.second > last:
+                    self._known[bar.symbol] = (bar.second, number)
+            for candle in candles[start : start + BATCH_ROWS]:
+                last, number = self._known.get(candle.symbol, (None, 0))
+                self._known[candle.symbol] = (last, max(number, candle.number))
+        self.stats.replayed += written[0] + written[1]
+        if written[0] or written[1]:
+            logger.info(
+                "♻️ wrote %d bars and %d 100-trade bars from the spool",
+                written[0],
+                written[1],
+            )
+
+    # Outage and spool ----------------------------------------------------------------
+
+    def _spool_dirty(self, quiet: bool = False) -> int:
         """Append every pending row changed since it was last spooled."""
         if self.spool is None or not (self._dirty_bars or self._dirty_candles):
             return 0
@@ -357,217 +655,35 @@ class Writer(Worker):
         self._dirty_bars.clear()
         self._dirty_candles.clear()
         self.stats.spooled += len(records)
+        self.stats.spooled_at = time.monotonic()
         return len(records)
-
-    def _next_outage_delay(self) -> float:
-        self._outage_delay = min(max(1.0, self._outage_delay * 2), OUTAGE_BACKOFF_CAP)
-        return self._outage_delay
-
-    def flush(self) -> bool:
-        """Write what is pending: up to 1 + 3 attempts. True when all was written."""
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
-            if delay:
-                # Sub-second pauses between attempts; they also run during the
-                # final flush after stop was set, so they do not wait on it.
-                time.sleep(delay)
-            self._check_connection()
-            try:
-                self._write_pending()
-            except (OperationalError, InterfaceError) as exc:
-                self.stats.failed_attempts += 1
-                connection.close()  # never reuse a broken connection
-                self._throttle.log(
-                    logging.WARNING,
-                    "db down",
-                    time.monotonic(),
-                    "❌ database write failed (attempt %d/%d): %s; %d bars waiting",
-                    attempt + 1,
-                    1 + len(RETRY_DELAYS),
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
-                    self.waiting,
-                )
-            except DatabaseError as exc:
-                self.stats.failed_attempts += 1
-                connection.close()
-                self._throttle.log(
-                    logging.ERROR,
-                    "db error",
-                    time.monotonic(),
-                    "❌ database refused the bars: %s; %d bars waiting",
-                    exc,
-                    self.waiting,
-                )
-            else:
-                if self._in_outage:
-                    logger.info("✅ database is back: all waiting bars written")
-                self._in_outage = False
-                self._outage_delay = 0.0
-                return True
-        self._enter_outage()
-        return False
 
     def _enter_outage(self) -> None:
         """From now on every bar is spooled as it arrives, until a write succeeds."""
         if not self._in_outage and self.spool is not None:
             logger.warning(
-                "💾 database unavailable: %d bars go to the spool %s until it is back",
+                "💾 bars cannot be written now (%s): %d bars go to the spool %s until "
+                "they can",
+                self.last_error or "database unavailable",
                 self.waiting,
                 self.spool.path,
             )
         self._in_outage = True
         self._spool_dirty()
 
-    def _check_connection(self) -> None:
-        """Django only closes stale connections around requests; a long-lived
-        thread must do it itself. With CONN_HEALTH_CHECKS that costs a round trip
-        (SELECT 1) per call, so it runs every CHECK_EVERY seconds: a connection
-        that died meanwhile fails its upsert, is closed, and the retry reconnects."""
-        now = time.monotonic()
-        if now - self._checked_at >= CHECK_EVERY:
-            self._checked_at = now
-            close_old_connections()
-
-    def _write_pending(self) -> None:
-        """Upsert pending rows; each table's rows leave `pending` only once stored.
-        Spooled rows go first: memory holds the newer version of any key."""
-        if self._spool_has_more:
-            self._replay_spool()
-        if self.pending_bars:
-            items = sorted(self.pending_bars.items(), key=lambda kv: kv[0][1])
-            rows = [self._snapshot(bar, scores) for _, (bar, scores, _new) in items]
-            self._upsert(SecondSnapshot, rows, ["ticker", "timestamp"], SNAPSHOT_FIELDS)
-            now = self.clock.now()
-            stats = self.stats
-            for key, (bar, _scores, new) in items:
-                # Only drop what was written; a newer revision may have replaced it.
-                if self.pending_bars.get(key, (None,))[0] is bar:
-                    del self.pending_bars[key]
-                if not new:
-                    stats.revisions_written += 1
-                else:
-                    stats.bars_written += 1
-                    delay = now - (bar.second + 1)
-                    stats.commit_delays.append(delay)
-                    stats.delay_histogram.observe(delay)
-                    by_symbol = stats.bars_by_symbol
-                    by_symbol[bar.symbol] = by_symbol.get(bar.symbol, 0) + 1
-            if stats.last_commit_at is None:
-                logger.info(
-                    "✅ first bars stored: %d 1-second bars, up to %s",
-                    len(items),
-                    datetime.fromtimestamp(items[-1][0][1], tz=UTC).strftime(
-                        "%H:%M:%S"
-                    ),
-                )
-            stats.last_commit_at = now
-        if self.pending_candles:
-            items = sorted(self.pending_candles.items(), key=lambda kv: kv[0][1])
-            rows = [self._candle(candle) for _, candle in items]
-            self._upsert(
-                TickCandle100, rows, ["ticker", "candle_number"], CANDLE_FIELDS
-            )
-            for key, _candle in items:
-                self.pending_candles.pop(key, None)
-            self.stats.candles_written += len(items)
-            self.stats.last_commit_at = self.clock.now()
-        self.stats.flushes += 1
-        self._fresh_bars = False
-        self._dirty_bars.clear()
-        self._dirty_candles.clear()
-        if self.spool is not None and self.spool.size:
-            # Everything spooled is in memory or was replayed: all committed now.
-            self.spool.clear()
-
-    def _replay_spool(self) -> None:
-        contents = self.spool.load()
-        bars = [
-            self._snapshot(bar, scores)
-            for key, (bar, scores) in sorted(
-                contents.bars.items(), key=lambda kv: kv[0][1]
-            )
-            if key not in self.pending_bars
-        ]
-        candles = [
-            self._candle(candle)
-            for key, candle in sorted(contents.candles.items(), key=lambda kv: kv[0][1])
-            if key not in self.pending_candles
-        ]
-        if bars:
-            self._upsert(SecondSnapshot, bars, ["ticker", "timestamp"], SNAPSHOT_FIELDS)
-        if candles:
-            self._upsert(
-                TickCandle100, candles, ["ticker", "candle_number"], CANDLE_FIELDS
-            )
-        self._spool_has_more = False
-        self.stats.replayed += len(bars) + len(candles)
-        if bars or candles:
-            logger.info(
-                "♻️ wrote %d bars and %d 100-trade bars from the spool",
-                len(bars),
-                len(candles),
-            )
-
-    def _upsert(self, model, rows: list, unique: list[str], fields: list[str]) -> None:
-        for start in range(0, len(rows), BATCH_ROWS):
-            model.objects.bulk_create(
-                rows[start : start + BATCH_ROWS],
-                update_conflicts=True,
-                unique_fields=unique,
-                update_fields=fields,
-            )
-            self.stats.statements += 1
-
-    def _ticker_id(self, symbol: str) -> int:
-        tid = self._ticker_ids.get(symbol)
-        if tid is None:
-            tid = Ticker.objects.get_or_create(symbol=symbol)[0].pk
-            self._ticker_ids[symbol] = tid
-        return tid
-
-    def _snapshot(self, bar: SecondBar, scores: Scores | None) -> SecondSnapshot:
-        return SecondSnapshot(
-            ticker_id=self._ticker_id(bar.symbol),
-            timestamp=datetime.fromtimestamp(bar.second, tz=UTC),
-            ohlc_1sec_open=bar.open,
-            ohlc_1sec_high=bar.high,
-            ohlc_1sec_low=bar.low,
-            ohlc_1sec_close=bar.close,
-            ohlc_1sec_volume=bar.volume,
-            ohlc_1sec_tick_count=bar.tick_count,
-            vwap=bar.vwap,
-            price_momentum_5sec=bar.price_momentum_5sec,
-            price_change_1sec=bar.price_change_1sec,
-            composite_score=scores.composite if scores else None,
-            news_score_cached=scores.news if scores else None,
-            technical_score_cached=scores.technical if scores else None,
-            flow_score_cached=scores.flow if scores else None,
-            source=self.source,
-        )
-
-    def _candle(self, candle: TickCandle) -> TickCandle100:
-        return TickCandle100(
-            ticker_id=self._ticker_id(candle.symbol),
-            candle_number=candle.number,
-            completed_at=utc(candle.completed_at_ms),
-            open=candle.open,
-            high=candle.high,
-            low=candle.low,
-            close=candle.close,
-            total_volume=candle.volume,
-            tick_count=candle.tick_count,
-            first_tick_time=utc(candle.first_ts_ms),
-            last_tick_time=utc(candle.last_ts_ms),
-            duration_seconds=Decimal(candle.duration_seconds),
-            source=self.source,
-        )
-
     def _final_flush(self) -> None:
-        if self.leadership is not None and self.leadership.is_standby:
+        role = self.role
+        if role is Role.STANDBY:
             return  # a standby writes nothing
-        deadline = time.monotonic() + self.shutdown_deadline
-        while self.waiting and time.monotonic() < deadline:
-            if self.flush():
-                break
+        if role is Role.WRITER:
+            deadline = self._cutoff()
+            if deadline == math.inf:  # the aggregator finished without a stop
+                deadline = time.monotonic() + self.shutdown_deadline
+            while (self.waiting or self._spool_has_more) and (
+                time.monotonic() < deadline
+            ):
+                if self.flush(deadline):
+                    break
         if not self.waiting:
             return
         if self.spool is not None and (self._spool_dirty() or self.spool.size):
@@ -584,6 +700,6 @@ class Writer(Worker):
         )
 
     def cleanup(self) -> None:
-        if self.leadership is not None:
-            self.leadership.release()
-        connection.close()
+        if self.leadership is not None and hasattr(self.leadership.lock, "release"):
+            self.leadership.lock.release()
+        self.lane.close(timeout=1.0)  # ending the session releases the lock

@@ -8,26 +8,15 @@ import time
 
 import pytest
 
-from django.db import connection
-
 from api.collector.simulator import FeedServer, SimOptions
 from api.models import SecondSnapshot
 from tests.integration import reference
 from tests.integration.process import start_collector
-from tests.integration.proxy import TcpProxy
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 SYMBOLS = "AAPL,MSFT"
-
-
-@pytest.fixture
-def proxy():
-    settings = connection.settings_dict
-    proxy = TcpProxy(settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432))
-    yield proxy.start()
-    proxy.stop()
 
 
 def stop(proc) -> str:

@@ -42,10 +42,61 @@ def test_it_is_unhealthy_while_disconnected_during_the_session():
 
 
 def test_it_flags_a_writer_that_falls_behind():
-    assert judge(obs(bars_waiting=10, max_waiting=10)).state == "writer behind"
-    late = obs(bars_waiting=3, seconds_since_commit=31.0, commit_expected_within=30.0)
-    assert judge(late).state == "writer behind"
-    nothing_waiting = obs(
-        bars_waiting=0, seconds_since_commit=500.0, commit_expected_within=30.0
+    full = judge(obs(bars_waiting=10, max_waiting=10))
+    assert (full.state, full.severity) == ("writer behind", "failing")
+    late = judge(obs(bars_waiting=3, oldest_waiting=12.5, wait_limit=12.0))
+    assert (late.healthy, late.state, late.severity) == (
+        False,
+        "writer behind",
+        "degraded",
     )
-    assert judge(nothing_waiting).state == "ok"
+    assert late.reason == "3 bars waiting, the oldest for 12 s (limit 12 s)"
+    assert judge(obs(bars_waiting=3, oldest_waiting=11.9, wait_limit=12.0)).healthy
+
+
+def test_it_says_writer_behind_before_any_commit_and_after_the_close():
+    # Nothing was ever written (no commit to time from): the wait still counts,
+    # and a closed market does not hide it.
+    verdict = judge(
+        obs(
+            market_open=False,
+            bars_waiting=97,
+            oldest_waiting=45.0,
+            wait_limit=12.0,
+            last_error="connection refused",
+        )
+    )
+    assert (verdict.healthy, verdict.state) == (False, "writer behind")
+    assert verdict.reason.endswith("(last error: connection refused)")
+
+
+def test_it_flags_a_writer_thread_that_stopped_running():
+    verdict = judge(obs(writer_silent=31.0, stuck_after=30.0, bars_waiting=5))
+    assert (verdict.state, verdict.severity) == ("writer stuck", "failing")
+    assert judge(obs(writer_silent=29.0, stuck_after=30.0)).healthy
+
+
+def test_it_never_calls_an_unknown_writer_role_a_standby():
+    verdict = judge(obs(role="unknown", bars_waiting=40, last_error="timeout"))
+    assert (verdict.healthy, verdict.state) == (False, "leadership unknown")
+    assert "40 bars kept and spooled" in verdict.reason
+    standby = judge(obs(role="standby", bars_waiting=60, oldest_waiting=50.0))
+    assert (standby.healthy, standby.state) == (True, "standby")
+
+
+def test_it_is_degraded_while_bars_go_to_the_spool():
+    verdict = judge(obs(spooling=True, last_error="server closed the connection"))
+    assert (verdict.healthy, verdict.state, verdict.severity) == (
+        False,
+        "spooling",
+        "degraded",
+    )
+
+
+def test_it_says_so_while_a_database_call_hangs():
+    verdict = judge(obs(db_busy=2.5, db_busy_limit=2.0, bars_waiting=9))
+    assert (verdict.healthy, verdict.state) == (False, "database not answering")
+    assert verdict.reason == (
+        "a database call has not returned for 2 s; 9 bars waiting go to the spool"
+    )
+    assert judge(obs(db_busy=0.01, db_busy_limit=2.0)).healthy

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import random
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -347,3 +348,219 @@ def test_it_skips_a_damaged_member_and_what_follows_with_a_warning(tmp_path, cap
     assert [data for _, data in got[:100]] == [frame(i) for i in range(100)]
     assert len(got) < 200
     assert "damaged" in caplog.text
+
+
+# Damaged members -------------------------------------------------------------------
+
+
+def member_starts(path: Path) -> list[int]:
+    """Where each gzip member of an intact file starts."""
+    data, starts, at = path.read_bytes(), [], 0
+    while at < len(data):
+        starts.append(at)
+        decoder = zlib.decompressobj(wbits=31)
+        decoder.decompress(data[at:])
+        assert decoder.eof
+        at = len(data) - len(decoder.unused_data)
+    return starts
+
+
+def write_members(
+    directory: Path, count: int = 3, size: int = 100
+) -> tuple[Path, list[list[tuple[float, bytes]]]]:
+    """One file of `count` members of `size` frames each, and what each holds."""
+    journal = sync_journal(directory)
+    written = []
+    for flush in range(count):
+        batch = []
+        for i in range(size):
+            at, data = HOUR + flush + i / 1000, frame(flush * size + i)
+            journal.record(data, at)
+            batch.append((at, data))
+        journal.flush()
+        written.append(batch)
+    journal.close()
+    (path,) = journal_files(directory)
+    return path, written
+
+
+def flip(path: Path, at: int, length: int = 8) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(at, at + length):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_warnings(caplog) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING
+        and "a damaged gzip member" in record.getMessage()
+    ]
+
+
+def test_it_skips_only_the_damaged_member_in_the_middle(tmp_path, caplog):
+    path, (first, second, third) = write_members(tmp_path)
+    _, at_second, at_third = member_starts(path)
+    flip(path, (at_second + at_third) // 2)
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    assert got == first + third
+    (warning,) = damage_warnings(caplog)
+    assert warning.startswith(
+        f"⚠️ {path}: a damaged gzip member at byte {at_second} (Error -3 while "
+        "decompressing data: "
+    )
+    assert warning.endswith(f"); skipped to the next member at byte {at_third}")
+    assert "truncated" not in caplog.text
+
+
+@pytest.mark.parametrize("where", ["header", "middle", "trailer"])
+def test_it_reads_every_member_after_a_damaged_first_one(tmp_path, caplog, where):
+    path, (_, second, third) = write_members(tmp_path)
+    _, at_second, _ = member_starts(path)
+    at = {"header": 0, "middle": at_second // 2, "trailer": at_second - 8}[where]
+    flip(path, at, length=4 if where == "trailer" else 8)  # the checksum
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    assert got == second + third
+    (warning,) = damage_warnings(caplog)
+    assert warning.startswith(f"⚠️ {path}: a damaged gzip member at byte 0 (")
+    assert warning.endswith(f"skipped to the next member at byte {at_second}")
+
+
+def test_it_skips_a_false_header_inside_a_damaged_member_in_one_warning(
+    tmp_path, caplog
+):
+    path, (first, second, third) = write_members(tmp_path)
+    _, at_second, at_third = member_starts(path)
+    data = bytearray(path.read_bytes())
+    middle = (at_second + at_third) // 2
+    # A header-like run that fails once decoded: BFINAL with a reserved BTYPE.
+    fake = b"\x1f\x8b\x08\x00" + bytes(6) + b"\xff" * 4
+    data[middle : middle + len(fake)] = fake
+    path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    assert got == first + third
+    (warning,) = damage_warnings(caplog)
+    assert f"at byte {at_second} (" in warning
+    assert warning.endswith(f"skipped to the next member at byte {at_third}")
+
+
+def test_it_reads_past_a_damaged_member_up_to_a_truncated_tail(tmp_path, caplog):
+    path, (first, _, third) = write_members(tmp_path)
+    _, at_second, at_third = member_starts(path)
+    flip(path, (at_second + at_third) // 2)
+    os.truncate(path, path.stat().st_size - 100)
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    assert got[: len(first)] == first
+    rest = got[len(first) :]
+    assert 0 < len(rest) < len(third)
+    assert rest == third[: len(rest)]
+    assert len(damage_warnings(caplog)) == 1
+    assert "truncated" in caplog.text
+
+
+GARBAGE = {
+    "random": random.Random(5).randbytes(300_000),
+    "zeros": bytes(100_000),
+    "headers then garbage": (b"\x1f\x8b\x08\x00" + bytes(6) + b"\xff" * 6) * 5_000,
+    "headers in random bytes": b"\x1f\x8b\x08\x00".join(
+        random.Random(6).randbytes(40) for _ in range(5_000)
+    ),
+    "a lone header": b"\x1f\x8b\x08\x00" + bytes(5) + b"\x03",
+    "magic at the very end": b"not gzip\x1f\x8b\x08",
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+@pytest.mark.parametrize("garbage", GARBAGE, ids=list(GARBAGE))
+def test_it_finishes_on_garbage_without_a_record(
+    tmp_path, caplog, monkeypatch, garbage, chunk
+):
+    monkeypatch.setattr(journal_module, "READ_CHUNK", chunk)
+    (tmp_path / "frames-2026-11-29T14.jsonl.gz").write_bytes(GARBAGE[garbage])
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_entries(tmp_path))
+
+    assert got == []
+    assert "damaged" in caplog.text or "truncated" in caplog.text
+
+
+def header_splits(distance: int) -> dict[str, int]:
+    """Chunk sizes that cut a header found `distance` bytes into a scan: after
+    its first byte, its second, and between the magic and the flags byte."""
+    splits = {}
+    for name, before in [("1|3", 1), ("2|2", 2), ("3|1", 3)]:
+        # A chunk ends `before` bytes into the header: size divides distance+before.
+        splits[name] = next(
+            size
+            for size in range(4, distance + before + 1)
+            if (distance + before) % size == 0
+        )
+    return splits
+
+
+@pytest.mark.parametrize("split", ["1|3", "2|2", "3|1"])
+def test_it_finds_a_header_cut_by_a_chunk_boundary(
+    tmp_path, caplog, monkeypatch, split
+):
+    path, (first, second, third) = write_members(tmp_path)
+    _, at_second, at_third = member_starts(path)
+    flip(path, (at_second + at_third) // 2)
+    # The search starts one byte after the damaged member's own header.
+    chunk = header_splits(at_third - (at_second + 1))[split]
+    monkeypatch.setattr(journal_module, "READ_CHUNK", chunk)
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    # Small chunks hand out the damaged member's lines from before the damage.
+    assert got[: len(first)] == first
+    assert got[-len(third) :] == third
+    before_damage = got[len(first) : -len(third)]
+    assert len(before_damage) < len(second)
+    assert before_damage == second[: len(before_damage)]
+    (warning,) = damage_warnings(caplog)
+    assert warning.endswith(f"skipped to the next member at byte {at_third}")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_it_reads_an_intact_file_in_tiny_chunks(tmp_path, caplog, monkeypatch, chunk):
+    path, written = write_members(tmp_path)
+    monkeypatch.setattr(journal_module, "READ_CHUNK", chunk)
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    assert got == written[0] + written[1] + written[2]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_it_reads_a_truncated_tail_in_tiny_chunks(tmp_path, caplog, monkeypatch, chunk):
+    path, written = write_members(tmp_path)
+    os.truncate(path, path.stat().st_size - 50)
+    monkeypatch.setattr(journal_module, "READ_CHUNK", chunk)
+
+    with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
+        got = list(read_journal(tmp_path))
+
+    everything = written[0] + written[1] + written[2]
+    assert len(written[0]) + len(written[1]) <= len(got) < len(everything)
+    assert got == everything[: len(got)]
+    assert "truncated" in caplog.text
+    assert damage_warnings(caplog) == []

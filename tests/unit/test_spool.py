@@ -1,7 +1,9 @@
 import logging
 from decimal import Decimal
 
-from api.collector.spool import Spool, encode_bar, encode_candle
+import pytest
+
+from api.collector.spool import Spool, SpoolUnusable, encode_bar, encode_candle
 from api.market.bars import SecondBar, TickCandle
 from api.sentiment.scoring import Scores
 
@@ -72,7 +74,50 @@ def test_it_recovers_a_truncated_last_record_with_a_warning(tmp_path, caplog):
         contents = spool.load()
     assert sorted(contents.bars) == [("AAPL", 100), ("AAPL", 101)]
     assert contents.bad_lines == 1
-    assert "spool line 3 is damaged" in caplog.text
+    assert contents.damaged == [data[:-25].decode().split("\n")[2]]
+    assert "holds 1 damaged lines; the rest is kept" in caplog.text
+
+
+def test_it_never_glues_a_new_record_onto_a_torn_last_line(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append([encode_bar(bar(s), None) for s in (100, 101)])
+    spool.path.write_bytes(spool.path.read_bytes()[:-10])  # torn by a crash
+    restarted = Spool(tmp_path)  # the next run appends to the same file
+    restarted.append([encode_bar(bar(102), None), encode_candle(candle(8))])
+    contents = restarted.load()
+    assert sorted(contents.bars) == [("AAPL", 100), ("AAPL", 102)]
+    assert contents.candles[("AAPL", 8)] == candle(8)
+    assert contents.bad_lines == 1  # only the torn record itself
+
+
+def test_it_hands_back_records_that_parse_but_do_not_decode(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append([encode_bar(bar(100), None), {"k": "s", "sym": "AAPL"}, {"k": "x"}])
+    spool.path.write_text(spool.path.read_text() + "[1, 2]\n")
+    contents = spool.load()
+    assert list(contents.bars) == [("AAPL", 100)]
+    assert len(contents.damaged) == 3
+
+
+def test_it_keeps_its_identity_across_runs_and_refuses_a_second_owner(tmp_path):
+    first = Spool(tmp_path)
+    identity = first.claim()
+    assert len(identity) == 16
+    with pytest.raises(SpoolUnusable, match="in use by another collector"):
+        Spool(tmp_path).claim()
+    first.release()
+    assert Spool(tmp_path).claim() == identity
+
+
+def test_it_says_in_one_line_why_a_spool_path_cannot_be_used(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(SpoolUnusable, match="cannot be used") as info:
+        Spool(not_a_dir).claim()
+    assert "\n" not in str(info.value)
+    (tmp_path / "d" / "spool.jsonl").mkdir(parents=True)  # the file is a directory
+    with pytest.raises(SpoolUnusable, match="spool.jsonl cannot be used"):
+        Spool(tmp_path / "d").claim()
 
 
 def test_it_starts_empty_after_clear(tmp_path):

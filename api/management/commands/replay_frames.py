@@ -22,8 +22,6 @@ Rules that make a replay reproduce the live run:
 
 import logging
 import math
-import queue
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,10 +30,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.journal import Entry, StartMark, read_entries
-from api.collector.writer import CANDLE_FIELDS, SNAPSHOT_FIELDS, Writer
+from api.collector.store import CANDLE_FIELDS, SNAPSHOT_FIELDS, Store
 from api.market.bars import SecondBar, SecondBars, TickBars, TickCandle
 from api.market.messages import Malformed, Trade, parse_frame
-from api.models import SecondSnapshot, Source, TickCandle100
+from api.models import Source
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +67,13 @@ class ReplayCounts:
 
 
 class _Store:
-    """Last version of each bar and candle, upserted in chunks (None: dry run)."""
+    """Last version of each bar and candle, upserted in chunks (None: dry run).
+    Rows the database refuses are reported, never in the way of the others."""
 
-    def __init__(self, writer: Writer | None) -> None:
-        self.writer = writer
+    def __init__(self, store: Store | None, warn: Callable[[str], None]) -> None:
+        self.store = store
+        self.warn = warn
+        self.rejected = 0
         self.bars: dict[tuple[str, int], SecondBar] = {}
         self.candles: dict[tuple[str, int], TickCandle] = {}
 
@@ -87,17 +88,13 @@ class _Store:
             self.flush()
 
     def flush(self) -> None:
-        writer = self.writer
-        if writer is not None and self.bars:
-            rows = [writer._snapshot(bar, None) for bar in self.bars.values()]
-            writer._upsert(
-                SecondSnapshot, rows, ["ticker", "timestamp"], REPLAY_SNAPSHOT_FIELDS
+        if self.store is not None and (self.bars or self.candles):
+            outcome = self.store.write(
+                [(bar, None) for bar in self.bars.values()], list(self.candles.values())
             )
-        if writer is not None and self.candles:
-            rows = [writer._candle(candle) for candle in self.candles.values()]
-            writer._upsert(
-                TickCandle100, rows, ["ticker", "candle_number"], REPLAY_CANDLE_FIELDS
-            )
+            for item in outcome.rejected:
+                self.rejected += 1
+                self.warn(f"not stored ({item.kind}): {item.reason}")
         self.bars.clear()
         self.candles.clear()
 
@@ -269,22 +266,21 @@ class Command(BaseCommand):
         grace, window = options["grace"], options["revision_window"]
         if grace < 0 or window < 0:
             raise CommandError("--grace and --revision-window must not be negative")
-        writer = None
+        warn = lambda text: self.stderr.write(f"⚠️ {text}")  # noqa: E731
+        store = None
         if not options["dry_run"]:
-            # Only its row builders and upsert are used, on this thread.
-            writer = Writer(
-                inbox=queue.Queue(),
-                stop=threading.Event(),
-                upstream_done=lambda: True,
-                source=Source.REPLAY,
+            store = Store(
+                Source.REPLAY,
+                snapshot_fields=REPLAY_SNAPSHOT_FIELDS,
+                candle_fields=REPLAY_CANDLE_FIELDS,
             )
         replayer = Replayer(
-            store=_Store(writer),
+            store=_Store(store, warn),
             grace=grace,
             revision_window=window,
             symbols=_symbols(options["symbols"]),
             window=(start, end),
-            warn=lambda text: self.stderr.write(f"⚠️ {text}"),
+            warn=warn,
         )
         # Late prints for the last seconds arrive up to grace + window later.
         read_until = None if end == math.inf else end + grace + window + 1

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.feed import FeedPolicy
-from api.collector.runtime import Collector, CollectorConfig
+from api.collector.runtime import Collector, CollectorConfig, StartupError
 
 logger = logging.getLogger("api.collector")
 
@@ -219,9 +219,14 @@ class Command(BaseCommand):
             metrics_host=options["metrics_host"],
             receiver_process=not options["receiver_thread"],
             policy=FeedPolicy(),
+            max_pending=settings.COLLECTOR_MAX_PENDING_BARS,
+            db_timeout=settings.COLLECTOR_DB_TIMEOUT_SECONDS,
+            startup_db_wait=settings.COLLECTOR_STARTUP_DB_WAIT_SECONDS,
         )
         try:
             code = Collector(config).run()
+        except StartupError as exc:
+            raise CommandError(f"cannot start: {exc}") from None
         finally:
             if simulator is not None:
                 simulator.stop()
