@@ -1,0 +1,105 @@
+"""The store against the real database: rows the database refuses are isolated,
+the rest written; and database calls that hang are abandoned in time."""
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+
+from django.db import connection
+
+from api.collector import store as store_module
+from api.collector.database import CallTimeout, DatabaseLane
+from api.collector.store import Store
+from api.market.bars import SecondBar, TickCandle
+from api.models import SecondSnapshot, TickCandle100
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def bar(second: int, price: str = "101.5") -> tuple[SecondBar, None]:
+    p = Decimal(price)
+    return (
+        SecondBar(
+            "AAPL", second, p, p, p, p, Decimal(3), 1, None, 0, 0, None, None, False
+        ),
+        None,
+    )
+
+
+def candle(number: int, price: str = "101.5") -> TickCandle:
+    p = Decimal(price)
+    return TickCandle(
+        "AAPL", number, p, p, p, p, Decimal(300), 100, 1000, 2000, Decimal(1), 2000
+    )
+
+
+@pytest.mark.postgres
+def test_it_isolates_the_rows_the_database_refuses_and_writes_the_rest(monkeypatch):
+    # Skip the store's own checks, so the database itself refuses the rows:
+    # a price of 1e15 overflows numeric(24,10).
+    monkeypatch.setattr(store_module, "fits", lambda value, digits, places: True)
+    bad_seconds = {1_700_000_007, 1_700_000_031}
+    bars = [
+        bar(s, "1E15" if s in bad_seconds else "101.5")
+        for s in range(1_700_000_000, 1_700_000_040)
+    ]
+    candles = [candle(n, "1E15" if n == 3 else "101.5") for n in range(1, 6)]
+    outcome = Store("eodhd_ws").write(bars, candles)
+    assert {r.item[0].second for r in outcome.rejected if r.kind == "second"} == (
+        bad_seconds
+    )
+    assert [r.item.number for r in outcome.rejected if r.kind == "tick100"] == [3]
+    assert all("numeric field overflow" in r.reason for r in outcome.rejected)
+    assert (outcome.bars, outcome.candles) == (38, 4)
+    stored = {int(t.timestamp()) for t in SecondSnapshot.objects.values_list(
+        "timestamp", flat=True
+    )}  # fmt: skip
+    assert stored == {s for s in range(1_700_000_000, 1_700_000_040)} - bad_seconds
+    assert sorted(TickCandle100.objects.values_list("candle_number", flat=True)) == [
+        1,
+        2,
+        4,
+        5,
+    ]
+    # Bisection: a handful of statements, not one per row.
+    assert outcome.statements <= 2 + 2 * 2 * 6
+
+
+def test_it_rejects_what_no_column_can_hold_before_any_statement():
+    outcome = Store("eodhd_ws").write(
+        [bar(1_700_000_000), bar(1_700_000_001, "1E-12"), bar(10**13)], []
+    )
+    reasons = sorted(r.reason for r in outcome.rejected)
+    assert len(reasons) == 2
+    assert "does not fit numeric(24,10)" in reasons[0]
+    assert "out of range" in reasons[1]
+    assert outcome.bars == 1 and outcome.statements == 1
+    assert SecondSnapshot.objects.count() == 1
+
+
+def test_it_abandons_a_call_that_does_not_return_and_carries_on():
+    lane = DatabaseLane(timeout=0.5)
+    release = threading.Event()
+    began = time.monotonic()
+    with pytest.raises(CallTimeout):
+        lane.run(release.wait, 30)
+    assert time.monotonic() - began < 0.5 + 1.5  # the bound, plus the grace
+    assert lane.abandoned == 1
+    # The next call runs on a fresh thread and connection at once.
+    assert lane.run(lambda: connection.vendor) in ("postgresql", "sqlite")
+    release.set()
+    lane.close()
+
+
+def test_it_cuts_a_call_short_when_the_caller_must_stop():
+    lane = DatabaseLane(timeout=30)
+    release = threading.Event()
+    stop_at = time.monotonic() + 0.3
+    began = time.monotonic()
+    with pytest.raises(CallTimeout):
+        lane.run(release.wait, 30, idle=lambda: None, cutoff=lambda: stop_at)
+    assert time.monotonic() - began < 2.0
+    release.set()
+    lane.close()
