@@ -449,7 +449,12 @@ class Writer(Worker):
                 # The lock's session is gone: nothing went out. Ask again.
                 self.last_error = str(exc)
                 self._next_election = 0.0
-                self.leadership.observe(None)
+                if self.leadership.observe(None) is Change.LOST:
+                    logger.error(
+                        "❌ %s; asking for the writer lock of %s again, bars kept",
+                        exc,
+                        self.leadership.name,
+                    )
                 self._enter_outage()
                 return False
             except (DatabaseError, CallTimeout) as exc:

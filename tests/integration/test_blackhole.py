@@ -188,3 +188,40 @@ def test_it_hands_the_writer_role_to_a_standby_when_the_writer_is_cut_off(
             )
         )
         assert numbers == list(range(1, len(numbers) + 1))
+
+
+def test_it_ends_its_own_orphaned_session_after_a_short_black_hole(proxy, tmp_path):
+    # Shorter than the sessions' idle timeout: after the heal the server still
+    # holds the old session - and its writer lock - behind the frozen link.
+    options = SimOptions(rate=200, seed=101, jitter_ms=0, max_trades=200 * 25)
+    with FeedServer(options=options) as server:
+        proc = start_collector(
+            server,
+            "--symbols",
+            SYMBOLS,
+            "--grace",
+            "0.5",
+            "--spool-dir",
+            str(tmp_path),
+            db_port=proxy.port,
+        )
+        try:
+            assert wait_until(lambda: SecondSnapshot.objects.count() >= 6, 30)
+            proxy.blackhole()
+            time.sleep(4)
+            proxy.restore()
+            healed_at = time.time()
+            assert wait_until(lambda: stored_after(healed_at), 20)
+            resumed_in = time.time() - healed_at
+            assert server.wait_for_trades(options.max_trades, timeout=60)
+            time.sleep(2)
+        finally:
+            output, _ = stop(proc)
+        sent = server.sent_trades()
+    assert proc.returncode == 0, output
+    print(f"writes resumed {resumed_in:.1f} s after a 4-s black hole")
+    assert "ended our own orphaned database session" in output, output
+    assert "standby" not in output
+    assert resumed_in < 10, output
+    assert reference.stored_second_bars() == reference.second_bars(sent)
+    assert reference.stored_tick_candles() == reference.tick_candles(sent)

@@ -329,7 +329,7 @@ def test_it_counts_records_a_failed_write_loses(tmp_path, monkeypatch, caplog):
     assert "No space left" in caplog.text
 
 
-def test_it_skips_a_damaged_member_and_what_follows_with_a_warning(tmp_path, caplog):
+def test_it_skips_a_damaged_last_member_with_a_warning(tmp_path, caplog):
     journal = sync_journal(tmp_path)
     for flush in range(2):
         for i in range(100):
@@ -345,8 +345,7 @@ def test_it_skips_a_damaged_member_and_what_follows_with_a_warning(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="api.collector.journal"):
         got = list(read_journal(tmp_path))
 
-    assert [data for _, data in got[:100]] == [frame(i) for i in range(100)]
-    assert len(got) < 200
+    assert [data for _, data in got] == [frame(i) for i in range(100)]
     assert "damaged" in caplog.text
 
 
