@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    OHLCVTick,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 
 class CollectorWrittenAdmin(admin.ModelAdmin):
@@ -73,6 +79,38 @@ class SecondSnapshotAdmin(CollectorWrittenAdmin):
                 ]
             },
         ),
+        ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+
+@admin.register(MinuteSnapshot)
+class MinuteSnapshotAdmin(CollectorWrittenAdmin):
+    list_display = [
+        "ticker",
+        "timestamp",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "tick_count",
+        "composite_score",
+    ]
+    list_filter = ["ticker", "timestamp", "source"]
+    date_hierarchy = "timestamp"
+    fieldsets = [
+        (None, {"fields": ["ticker", "timestamp", "source"]}),
+        (
+            "1-minute OHLCV",
+            {
+                "fields": [
+                    ("open", "high"),
+                    ("low", "close"),
+                    ("volume", "tick_count", "vwap"),
+                ]
+            },
+        ),
+        ("Sentiment at the close", {"fields": ["composite_score"]}),
         ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
     ]
 

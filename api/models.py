@@ -73,6 +73,44 @@ class SecondSnapshot(models.Model):
         return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M:%S}"
 
 
+class MinuteSnapshot(models.Model):
+    """One 1-minute OHLCV bar, keyed by the UTC minute of the trades' timestamps;
+    built live from the same trades as the 1-second bars, with the same rules for
+    late trades."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="minute_snapshots"
+    )
+    timestamp = models.DateTimeField(help_text="Start of the UTC minute.")
+    open = models.DecimalField(**PRICE)
+    high = models.DecimalField(**PRICE)
+    low = models.DecimalField(**PRICE)
+    close = models.DecimalField(**PRICE)
+    volume = models.DecimalField(**VOLUME)
+    tick_count = models.PositiveIntegerField()
+    vwap = models.DecimalField(**PRICE, null=True, blank=True)
+    # The composite sentiment when the minute closed; NULL when unknown.
+    composite_score = models.FloatField(null=True, blank=True)
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_minute_snapshot"
+        ordering = ["ticker", "timestamp"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "timestamp"], name="uniq_minute_snapshot_ticker_ts"
+            ),
+        ]
+        indexes = [models.Index(fields=["timestamp"], name="minute_snapshot_ts_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M}"
+
+
 class TickCandle100(models.Model):
     """One bar of 100 consecutive trades (arrival order), numbered 1, 2, 3 ..."""
 

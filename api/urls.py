@@ -6,6 +6,7 @@ app_name = "api"
 
 urlpatterns = [
     path("second-candles/", views.second_candles, name="second-candles"),
+    path("minute-candles/", views.minute_candles, name="minute-candles"),
     path("tick-candles/", views.tick_candles, name="tick-candles"),
     path("realtime-sentiment/", views.realtime_sentiment, name="realtime-sentiment"),
     path("health/", views.health, name="health"),

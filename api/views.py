@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from api.models import SecondSnapshot, TickCandle100, Ticker
+from api.models import MinuteSnapshot, SecondSnapshot, TickCandle100, Ticker
 
 _PLUS_LOST = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -204,6 +204,48 @@ def tick_candles(request) -> JsonResponse:
         for done, o, h, lo, c, v, number, count, duration, first, last in rows
     ]
     return _respond(ticker, start, end, limit, capped, "100t", data)
+
+
+@require_GET
+def minute_candles(request) -> JsonResponse:
+    """1-minute bars (built live from the same trades as the 1-second bars), by
+    the start of their UTC minute; the composite score is the one at the close."""
+    query = _query(request)
+    if isinstance(query, JsonResponse):
+        return query
+    ticker, start, end, limit, capped = query
+    rows = (
+        MinuteSnapshot.objects.filter(
+            ticker=ticker, timestamp__gte=start, timestamp__lt=end
+        )
+        .order_by("timestamp")
+        .values_list(
+            "timestamp",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "tick_count",
+            "vwap",
+            "composite_score",
+        )[:limit]
+    )
+    data = [
+        {
+            "timestamp": _iso(ts),
+            "open": _num(o),
+            "high": _num(h),
+            "low": _num(lo),
+            "close": _num(c),
+            "volume": _num(v),
+            "tick_count": n,
+            "vwap": _num(vwap),
+            "composite_score": comp,
+        }
+        for ts, o, h, lo, c, v, n, vwap, comp in rows
+    ]
+    return _respond(ticker, start, end, limit, capped, "1m", data)
 
 
 @require_GET

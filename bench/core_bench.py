@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.market.bars import SecondBars, TickBars  # noqa: E402
+from api.market.bars import TickBars, TimeBars  # noqa: E402
 from api.market.messages import Trade, parse_frame  # noqa: E402
 
 SYMBOLS = ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "META", "GOOG", "AMD", "NFLX", "SPY"]
@@ -59,8 +59,8 @@ def bench_parse(frames: list[bytes]) -> float:
     return time.perf_counter() - start
 
 
-def bench_all(frames: list[bytes]) -> tuple[float, SecondBars, int]:
-    seconds, ticks = SecondBars(), TickBars()
+def bench_all(frames: list[bytes]) -> tuple[float, TimeBars, int]:
+    seconds, ticks = TimeBars(), TickBars()
     parse, add_second, add_tick = parse_frame, seconds.add, ticks.add
     candles = 0
     bars = 0

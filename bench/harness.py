@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/collector_bench"
-BAR_TABLES = ["api_second_snapshot", "api_tick_candle_100", "api_ohlcv_tick"]
+BAR_TABLES = [
+    "api_second_snapshot",
+    "api_minute_snapshot",
+    "api_tick_candle_100",
+    "api_ohlcv_tick",
+]
 
 
 def setup_django() -> str:

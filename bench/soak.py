@@ -48,6 +48,7 @@ def main() -> None:
 
     dbname = setup_django()
     from api.collector.runtime import Collector, CollectorConfig
+    from api.workers.memory import tune_gc
 
     truncate_bars()
     pg = PgStats(dbname)
@@ -89,6 +90,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         app.start()
+        tune_gc()  # as the command does once the collector runs
         hour = 1
         max_lag = 0.0
         while True:

@@ -83,12 +83,14 @@ def run_blast(
     port: int, n: int, pg: PgStats, server_pid: int, receiver_process: bool = True
 ) -> dict:
     from api.collector.runtime import Collector
+    from api.workers.memory import tune_gc
 
     truncate_bars()
     before = pg.read()
     app = Collector(collector_config(port, 30.0, receiver_process))
     wall_started = time.perf_counter()
     app.start()
+    tune_gc()  # as the command does once the collector runs
     if not wait_for(lambda: app.receiver.stats.frames > 0, 180):
         raise SystemExit("the collector received nothing")
     t0 = time.perf_counter()

@@ -1,36 +1,26 @@
-"""The aggregator: owns the bar builders, closes seconds on time, hands bars on."""
+"""The aggregator: owns the bar builders (through the pipeline's Ingest), closes
+bars on time, stamps them with the latest scores, and publishes them to the
+outputs."""
 
 import logging
 import math
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from api.collector.clock import Clock
-from api.collector.worker import Worker
-from api.market.bars import SecondBar, SecondBars, TickBars, TickCandle
-from api.market.messages import Trade
+from api.collector.outputs import Fanout
+from api.market.bars import TickBars
+from api.pipeline.ingest import Ingest
+from api.pipeline.kinds import SECOND
+from api.pipeline.messages import FINISHED, Bars, Closes, Renumber, Trades
 from api.sentiment.holder import LatestScores
 from api.sentiment.scoring import Scores
+from api.workers.clock import Clock
+from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-CLOSE_INTERVAL = 0.1  # how often open seconds are checked for closing
-
-
-@dataclass
-class WriteBatch:
-    """What the aggregator hands to the writer in one go."""
-
-    bars: list[tuple[SecondBar, Scores | None]] = field(default_factory=list)
-    candles: list[TickCandle] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.bars or self.candles)
-
-
-FINISHED = object()  # put on the writer's queue after the last batch
+CLOSE_INTERVAL = 0.1  # how often open bars are checked for closing
 
 
 class Aggregator(Worker):
@@ -38,137 +28,138 @@ class Aggregator(Worker):
         self,
         *,
         inbox: queue.Queue,
-        outbox: queue.Queue,
+        fanout: Fanout,
         stop: threading.Event,
         upstream_done: Callable[[], bool],
         scores: LatestScores,
+        ingest: Ingest,
         clock: Clock | None = None,
-        grace: float = 2.0,
-        revision_window: float = 300.0,
-        tick_size: int = 100,
-        next_candle_numbers: dict[str, int] | None = None,
-        sentiment_inbox: queue.Queue | None = None,
         verbose: bool = False,
-        partial_candles: dict[str, list[Trade]] | None = None,
-        save_partial: Callable[[TickBars], None] | None = None,
+        save_partial: Callable[[TickBars | None, dict], None] | None = None,
     ) -> None:
         super().__init__("aggregator", stop)
         self.inbox = inbox
-        self.outbox = outbox
+        self.fanout = fanout
         self.upstream_done = upstream_done
         self.scores = scores
         self.clock = clock or Clock()
-        self.seconds = SecondBars(grace=grace, revision_window=revision_window)
-        self.ticks = TickBars(size=tick_size)
-        for symbol, number in (next_candle_numbers or {}).items():
-            self.ticks.set_next_number(symbol, number)
-        for symbol, trades in (partial_candles or {}).items():
-            self.ticks.restore(symbol, trades)
+        self.ingest = ingest
         self.save_partial = save_partial
-        # Orders from other threads, e.g. a new candle numbering after a standby
-        # became the writer.
+        # Orders from other threads (Renumber after a standby became the writer).
         self.control: queue.Queue = queue.Queue()
-        self.sentiment_inbox = sentiment_inbox
         self.verbose = verbose
-        # Seconds before this process started belong to the previous run, which
-        # stored them; a fresh builder would overwrite those rows with a fragment.
-        self.start_second = math.floor(self.clock.now())
-        self.trades = 0
-        self.before_start = 0
         self.candles = 0
-        self.sentiment_dropped = 0
-        # Scores stamped when a second first closed, so a revision keeps them.
-        self._stamped: dict[tuple[str, int], Scores | None] = {}
-        self._revision_window = revision_window
+        # Scores stamped when a bar first closed, so a revision keeps them.
+        self._stamped: dict[tuple, Scores | None] = {}
+        self._forget_after = (
+            max((k.width for k in ingest.timed), default=1)
+            + ingest.seconds.revision_window
+            + 60
+        )
+
+    @property
+    def seconds(self):
+        return self.ingest.seconds
+
+    @property
+    def ticks(self) -> TickBars | None:
+        return self.ingest.ticks
+
+    @property
+    def start_second(self) -> int:
+        return int(self.ingest.start_second)
+
+    @property
+    def trades(self) -> int:
+        return self.ingest.trades
+
+    @property
+    def before_start(self) -> int:
+        return self.ingest.before_start
 
     def work(self) -> None:
         next_close = 0.0
         while True:
             try:
-                batch = self.inbox.get(timeout=CLOSE_INTERVAL)
+                message = self.inbox.get(timeout=CLOSE_INTERVAL)
             except queue.Empty:
-                batch = None
-            out = WriteBatch()
+                message = None
+            out = Bars()
             if not self.control.empty():
                 self._obey()
-            if batch is not None:
-                self.ingest(batch, out)
+            if message is not None:
+                self.take(message.trades, out)
             now = self.clock.now()
             if now >= next_close:
                 self.close(now, out)
                 next_close = now + CLOSE_INTERVAL
             if out:
-                self.outbox.put(out)
+                self.fanout.publish(out)
             if self.stop.is_set() and self.upstream_done() and self.inbox.empty():
                 self.finish()
                 return
 
-    def ingest(self, batch: list[Trade], out: WriteBatch) -> None:
-        now = self.clock.now()
-        add_second, add_tick = self.seconds.add, self.ticks.add
-        start_ms = self.start_second * 1000
-        for trade in batch:
-            if trade.ts_ms >= start_ms:
-                add_second(trade, now)
-            else:
-                self.before_start += 1
-            candle = add_tick(trade)
-            if candle is not None:
-                out.candles.append(candle)
-        if self.verbose and (self.trades + len(batch)) // 50 > self.trades // 50:
+    def take(self, batch: list, out: Bars) -> None:
+        before = self.ingest.trades
+        for kind, done in self.ingest.add(batch, self.clock.now()).items():
+            out.by_kind.setdefault(kind, []).extend(done)
+            self.candles += len(done)
+        if self.verbose and (before + len(batch)) // 50 > before // 50:
             trade = batch[-1]
             logger.info(
                 "🔹 trade #%d %s %s x %s at %d",
-                self.trades + len(batch),
+                before + len(batch),
                 trade.symbol,
                 trade.price,
                 trade.size,
                 trade.ts_ms,
             )
-        self.trades += len(batch)
-        self.candles += len(out.candles)
-        if self.sentiment_inbox is not None and batch:
+        if batch:
             # The receiver hands over a list of its own; no copy needed.
-            self._to_sentiment(("trades", batch))
+            self.fanout.publish(Trades(batch))
 
-    def close(
-        self, now: float, out: WriteBatch, scores_at: float | None = None
-    ) -> None:
-        bars = self.seconds.close_until(now)
+    def close(self, now: float, out: Bars, scores_at: float | None = None) -> None:
         scores_at = now if scores_at is None else scores_at
-        if not bars:
-            return
         stamped = self._stamped
         closes = []
-        for bar in bars:
-            key = (bar.symbol, bar.second)
-            if bar.revision and key in stamped:
-                scores = stamped[key]
-            else:
-                scores = self.scores.latest(bar.symbol, scores_at)
-                stamped[key] = scores
-                closes.append((bar.symbol, bar.second, bar.close))
-            out.bars.append((bar, scores))
+        for kind, bars in self.ingest.close(now).items():
+            items = out.by_kind.setdefault(kind, [])
+            for bar in bars:
+                key = (kind, bar.symbol, bar.second)
+                if bar.revision and key in stamped:
+                    scores = stamped[key]
+                else:
+                    scores = self.scores.latest(bar.symbol, scores_at)
+                    stamped[key] = scores
+                    if kind is SECOND:
+                        closes.append((bar.symbol, bar.second, bar.close))
+                items.append((bar, scores))
         if closes:
-            self._to_sentiment(("closes", closes))
-        # Forget stamps for seconds that can no longer be revised.
-        horizon = scores_at - self._revision_window - 60
+            self.fanout.publish(Closes(closes))
+        # Forget stamps for bars that can no longer be revised.
         if len(stamped) > 1000:
-            for key in [k for k in stamped if k[1] < horizon]:
+            horizon = scores_at - self._forget_after
+            for key in [k for k in stamped if k[2] < horizon]:
                 del stamped[key]
 
     def finish(self) -> None:
-        """Shutdown: every open second is closed and handed on, then FINISHED."""
-        out = WriteBatch()
-        self.close(math.inf, out, scores_at=self.clock.now())
+        """Shutdown: every open bar is closed and handed on, then FINISHED; what
+        the next run continues from is saved."""
+        now = self.clock.now()
+        partials = self.ingest.partials(now)
+        out = Bars()
+        self.close(math.inf, out, scores_at=now)
         if out:
-            self.outbox.put(out)
-        self.outbox.put(FINISHED)
-        if self.save_partial is not None and self.ticks.pending_count():
-            self.save_partial(self.ticks)
+            self.fanout.publish(out)
+        self.fanout.publish(FINISHED)
+        ticks = self.ticks
+        if self.save_partial is not None and (
+            (ticks is not None and ticks.pending_count()) or partials
+        ):
+            self.save_partial(ticks, partials)
         logger.info(
             "aggregator finished: %d trades, %d bars, %d revisions, %d 100-trade bars",
-            self.trades,
+            self.ingest.trades,
             self.seconds.bars_closed,
             self.seconds.revisions,
             self.candles,
@@ -177,19 +168,8 @@ class Aggregator(Worker):
     def _obey(self) -> None:
         while True:
             try:
-                order, numbers = self.control.get_nowait()
+                order = self.control.get_nowait()
             except queue.Empty:
                 return
-            if order == "resync candles":
-                # The old leader's partial candle died with it; numbering resumes
-                # after the last stored candle, from the next trade on.
-                for symbol, number in numbers.items():
-                    self.ticks.restore(symbol, [])
-                    self.ticks.set_next_number(symbol, number)
-
-    def _to_sentiment(self, item) -> None:
-        try:
-            self.sentiment_inbox.put_nowait(item)
-        except queue.Full:
-            # Sentiment is best effort; bars never wait for it.
-            self.sentiment_dropped += 1
+            if isinstance(order, Renumber):
+                self.ingest.renumber(order.next_numbers)

@@ -16,25 +16,19 @@ whose TCP connection the server still believes in) ends by itself within seconds
 together with any advisory lock it held.
 """
 
-import enum
 import logging
 import os
 import queue
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import (
-    DatabaseError,
-    DataError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    connections,
-)
+from django.db import connections
+
+from api.pipeline.errors import CallTimeout, is_disconnect
+from api.workers.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -45,54 +39,6 @@ CALL_TIMEOUT = 8.0
 INTERRUPT_GRACE = 1.0
 # An orphaned session of ours ends this long after its last statement.
 IDLE_SESSION_TIMEOUT_MS = 10_000
-
-
-class ErrorKind(enum.StrEnum):
-    TRANSIENT = "transient"  # the database or the link: retry later
-    PERMANENT = "permanent"  # this data: retrying the same rows fails the same way
-    TIMEOUT = "timeout"  # no answer within the bound: the call was abandoned
-
-
-# SQLSTATE classes that say "this row", not "this moment": data exceptions (22)
-# and integrity constraint violations (23).
-_PERMANENT_CLASSES = ("22", "23")
-
-
-def classify(exc: BaseException) -> ErrorKind:
-    """Transient (retry) or permanent (isolate the rows) - a pure function of the
-    exception and its SQLSTATE."""
-    if isinstance(exc, CallTimeout):
-        return ErrorKind.TIMEOUT
-    code = getattr(exc, "pgcode", None) or getattr(
-        getattr(exc, "__cause__", None), "pgcode", None
-    )
-    if code:
-        return (
-            ErrorKind.PERMANENT
-            if code[:2] in _PERMANENT_CLASSES
-            else ErrorKind.TRANSIENT
-        )
-    if isinstance(exc, DataError | IntegrityError):
-        return ErrorKind.PERMANENT
-    # Connection failures, timeouts, a missing table before migrate: none of them
-    # is the rows' fault, and all of them can end.
-    return ErrorKind.TRANSIENT
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    """The connection cannot be trusted after this error: discard it."""
-    return isinstance(exc, OperationalError | InterfaceError | CallTimeout) or (
-        isinstance(exc, DatabaseError) and classify(exc) is ErrorKind.TRANSIENT
-    )
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class CallTimeout(Exception):
-    """A database call did not return within its bound and was abandoned."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +187,9 @@ class DatabaseLane:
         timeout: float = CALL_TIMEOUT,
         session: SessionSettings | None = None,
         application_name: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or Clock()
         self.name = name
         self.timeout = timeout
         self.session = session or SessionSettings()
@@ -270,7 +218,7 @@ class DatabaseLane:
         (monotonic) nor past what `cutoff()` says meanwhile (a shutdown brings it
         forward); `idle` runs every 50 ms while waiting, so the caller keeps up
         with its own work. Raises CallTimeout when the bound passes first."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         limit = now + (self.timeout if timeout is None else timeout)
         if deadline is not None:
             limit = min(limit, deadline)
@@ -280,13 +228,13 @@ class DatabaseLane:
         thread.calls.put(call)
         try:
             while not call.done.wait(
-                0.05 if idle else max(0.0, limit - time.monotonic())
+                0.05 if idle else max(0.0, limit - self.clock.monotonic())
             ):
                 if idle is not None:
                     idle()
                 if cutoff is not None:
                     limit = min(limit, cutoff())
-                if time.monotonic() >= limit:
+                if self.clock.monotonic() >= limit:
                     self._abandon(thread, call)
                     raise CallTimeout(
                         f"no answer from the database within {limit - now:.1f} s"
@@ -300,7 +248,7 @@ class DatabaseLane:
     def busy_for(self) -> float | None:
         """Seconds the call in flight has run; None when idle. Any thread."""
         started = self.started_call_at
-        return None if started is None else time.monotonic() - started
+        return None if started is None else self.clock.monotonic() - started
 
     def close(self, timeout: float = 2.0) -> None:
         """Close the connection if the lane's thread is free within `timeout`."""

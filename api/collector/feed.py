@@ -6,20 +6,20 @@ import logging
 import queue
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import websocket
 
-from api.collector.clock import Clock
 from api.collector.session import SessionGate
-from api.collector.throttle import LogThrottle
-from api.collector.worker import Worker
 from api.market.backoff import Backoff
 from api.market.messages import Malformed, Status, Trade, parse_frame
+from api.pipeline.messages import Trades
 from api.redact import mask_token
+from api.workers.clock import Clock
+from api.workers.throttle import LogThrottle
+from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Receiver(Worker):
     def seconds_since_data(self) -> float | None:
         if not self.connected or self.last_data_at is None:
             return None
-        return time.monotonic() - self.last_data_at
+        return self.clock.monotonic() - self.last_data_at
 
     # The receiver thread --------------------------------------------------------
 
@@ -197,7 +197,7 @@ class Receiver(Worker):
                 ws.send(json.dumps(subscribe))
             except (OSError, websocket.WebSocketException) as exc:
                 raise _Reconnect("connection dropped") from exc
-            now = time.monotonic()
+            now = self.clock.monotonic()
             self.connected, self.connected_at, self.last_data_at = True, now, now
             logger.info(
                 "✅ connected to %s, subscribed to %s",
@@ -220,8 +220,8 @@ class Receiver(Worker):
         return "stopped", False
 
     def _await_authorized(self, ws: websocket.WebSocket) -> None:
-        deadline = time.monotonic() + self.policy.authorize_timeout
-        while time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + self.policy.authorize_timeout
+        while self.clock.monotonic() < deadline:
             if self.stop.is_set():
                 raise _Reconnect("stopped")
             data = self._recv(ws)
@@ -264,7 +264,7 @@ class Receiver(Worker):
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise _Reconnect("closed by server")
         if opcode == websocket.ABNF.OPCODE_PONG:
-            self._last_pong = time.monotonic()
+            self._last_pong = self.clock.monotonic()
             return None
         if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
             return data
@@ -273,14 +273,14 @@ class Receiver(Worker):
     def _receive(self, ws: websocket.WebSocket, batch: list[Trade]) -> None:
         """The receive loop; returns only by raising _Reconnect."""
         policy = self.policy
-        self._last_pong = time.monotonic()
-        ping_due = time.monotonic() + policy.ping_interval
+        self._last_pong = self.clock.monotonic()
+        ping_due = self.clock.monotonic() + policy.ping_interval
         pong_wait_since: float | None = None
         batch_started = 0.0
         next_check = 0.0
         while True:
             data = self._recv(ws)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if data is not None:
                 if not batch:
                     batch_started = now
@@ -358,24 +358,25 @@ class Receiver(Worker):
             return  # websocket-client's own socket: nothing is held back
         try:
             for data in finish(timeout=1.0):
-                self._take(data, time.monotonic(), batch)
+                self._take(data, self.clock.monotonic(), batch)
         except _Reconnect:
             pass  # a status frame at the very end: the socket closes anyway
 
     def _hand_on(self, batch: list[Trade]) -> None:
         """Give a batch to the aggregator; wait (counted, logged) rather than drop."""
         items = list(batch)
+        message = Trades(items)
         tries_after_stop = 0
         while True:
             try:
-                self.out.put(items, timeout=0.5)
+                self.out.put(message, timeout=0.5)
                 return
             except queue.Full:
                 self.stats.queue_full += 1
                 self._throttle.log(
                     logging.ERROR,
                     "queue full",
-                    time.monotonic(),
+                    self.clock.monotonic(),
                     "❌ the aggregator's queue is full; the receiver is waiting",
                 )
                 if self.stop.is_set():

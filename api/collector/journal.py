@@ -67,11 +67,14 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class StartMark:
-    """A collector run started: where each symbol's 100-trade numbering resumed."""
+    """A collector run started: where each symbol's 100-trade numbering resumed,
+    how many trades of a partial 100-trade bar it continued, and the open wider
+    buckets it went on from ({kind name: [[symbol, start, *Partial.to_list()]]})."""
 
     received_at: float
     next_candle: dict[str, int]
     carried: dict[str, int] = field(default_factory=dict)
+    seeds: dict[str, list] = field(default_factory=dict)
 
 
 Entry = Frame | StartMark
@@ -144,13 +147,21 @@ class Journal:
         next_numbers: dict[str, int],
         received_at: float | None = None,
         carried: dict[str, int] | None = None,
+        seeds: dict | None = None,
     ) -> None:
         """Note that a collector run starts. Call it before the first frame, with
         the numbers the aggregator resumes from (keys: the subscribed symbols),
-        `received_at` = the aggregator's start_second, and `carried` = trades per
-        symbol of a partial candle restored from the previous run."""
+        `received_at` = the aggregator's start_second, `carried` = trades per
+        symbol of a partial candle restored from the previous run, and `seeds` =
+        the open wider buckets it goes on from ({kind: {(symbol, start):
+        Partial}})."""
         at = self.clock() if received_at is None else received_at
-        mark = StartMark(at, dict(next_numbers), dict(carried or {}))
+        raw = {
+            kind.name: [[s, start, *p.to_list()] for (s, start), p in got.items()]
+            for kind, got in (seeds or {}).items()
+            if got
+        }
+        mark = StartMark(at, dict(next_numbers), dict(carried or {}), raw)
         self._buffer.append((at, mark))
 
     def flush(self) -> None:
@@ -262,6 +273,8 @@ class Journal:
 def _encode(received_at: float, item: bytes | str | StartMark) -> bytes:
     if type(item) is StartMark:
         meta = {"next_candle": item.next_candle, "carried": item.carried}
+        if item.seeds:
+            meta["seeds"] = item.seeds
         return orjson.dumps({"r": received_at, "meta": meta})
     if type(item) is str:
         return orjson.dumps({"r": received_at, "f": item})
@@ -450,6 +463,7 @@ def _decode(line: bytes, path: Path) -> Entry | None:
             received_at,
             {str(k): int(v) for k, v in meta["next_candle"].items()},
             {str(k): int(v) for k, v in meta.get("carried", {}).items()},
+            {str(k): list(v) for k, v in meta.get("seeds", {}).items()},
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         logger.warning("⚠️ %s: skipped an unreadable record %.80r", path, line)

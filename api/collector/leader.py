@@ -27,15 +27,26 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from django.db import connections
+from django.db import DatabaseError, connections
+
+from api.collector.database import DatabaseLane
+from api.market.backoff import Backoff
+from api.pipeline.errors import CallTimeout, first_line
+from api.pipeline.kinds import BarKind
+from api.pipeline.store import Tails, compared, stored_since, stored_tails
+from api.workers.clock import Clock
 
 logger = logging.getLogger(__name__)
 
 # A writer that wrote nothing for this long proves its session alive with a
 # trivial statement (well inside the session's idle timeout).
 VERIFY_EVERY = 2.0
+ELECTION_EVERY = 1.0  # seconds between elections while the database answers
+UNKNOWN_BACKOFF = {"base": 1.0, "cap": 5.0}  # while it does not
 
 
 def lock_key(name: str) -> int:
@@ -58,10 +69,6 @@ class Change(enum.Enum):
     REGAINED = "regained"  # the writer again after an unknown spell
     STANDBY = "standby"  # another collector writes
     LOST = "lost"  # no answer: the role is unknown
-
-
-class LockLost(Exception):
-    """The session that held the writer lock is gone; nothing was written."""
 
 
 class Leadership:
@@ -233,3 +240,110 @@ def _read_pid(fd: int) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return f"pid {text}" if text else None
+
+
+@dataclass(frozen=True)
+class Succession:
+    """What becoming the writer means for the bars this collector holds."""
+
+    change: Change
+    tails: Tails  # what is stored, per symbol and kind
+    others: frozenset[str]  # symbols another collector wrote meanwhile
+
+
+class Election:
+    """Runs the election on the database lane about once a second (with backoff
+    while there is no answer), logs every change of role, and works out - when
+    this collector becomes the writer - whether another one wrote meanwhile."""
+
+    def __init__(
+        self, leadership: Leadership, lane: DatabaseLane, clock: Clock | None = None
+    ) -> None:
+        self.leadership = leadership
+        self.lane = lane
+        self.clock = clock or Clock()
+        self.next_at = 0.0  # monotonic
+        self.unsettled: Change | None = None  # becoming the writer, not yet acted on
+        self.last_error: str | None = None
+        self._backoff = Backoff(**UNKNOWN_BACKOFF)
+
+    def run(self, idle: Callable[[], None], cutoff: Callable[[], float]) -> None:
+        leadership = self.leadership
+        try:
+            held = self.lane.run(leadership.lock.hold, idle=idle, cutoff=cutoff)
+        except (DatabaseError, CallTimeout, OSError) as exc:
+            held = None
+            self.last_error = first_line(exc)
+        self.observe(held)
+
+    def observe(self, held: bool | None) -> Change | None:
+        leadership = self.leadership
+        change = leadership.observe(held, self.clock.monotonic())
+        if leadership.role is Role.UNKNOWN:
+            self.next_at = self.clock.monotonic() + self._backoff.next()
+        else:
+            self._backoff.reset()
+            self.next_at = self.clock.monotonic() + ELECTION_EVERY
+        if change is Change.FIRST:
+            logger.info("👑 this collector is the writer for %s", leadership.name)
+            # Had the role been unknown first, another may have written meanwhile.
+            self.unsettled = Change.REGAINED if leadership.losses else None
+        elif change in (Change.TAKEOVER, Change.REGAINED):
+            self.unsettled = change
+        elif change is Change.STANDBY:
+            self.unsettled = None
+            logger.warning(
+                "🧍 standby: another collector writes %s (%s); taking over if it stops",
+                leadership.name,
+                leadership.lock.holder or "lock held",
+            )
+        elif change is Change.LOST:
+            self.unsettled = None
+            logger.error(
+                "❌ writer role unknown: cannot reach the database to check the "
+                "writer lock of %s (%s); keeping and spooling every bar until it "
+                "answers",
+                leadership.name,
+                self.last_error,
+            )
+        return change
+
+    def settle(
+        self,
+        symbols: list[str],
+        known: Tails,
+        pending: dict[BarKind, dict],
+        idle: Callable[[], None],
+        cutoff: Callable[[], float],
+    ) -> Succession:
+        """Read what is stored and tell whose it is. Raises on database errors
+        (then the role is settled at the next try)."""
+        tails = self.lane.run(stored_tails, symbols, idle=idle, cutoff=cutoff)
+        if self.unsettled is Change.TAKEOVER:
+            others = set(tails)
+        else:
+            others = {
+                symbol
+                for symbol, by_kind in tails.items()
+                if self._another_wrote(symbol, by_kind, known, pending, idle, cutoff)
+            }
+        succession = Succession(self.unsettled, tails, frozenset(others))
+        self.unsettled = None
+        return succession
+
+    def _another_wrote(self, symbol, by_kind, known, pending, idle, cutoff) -> bool:
+        """Stored bars beyond what this collector knows it stored, that are not
+        its own unacknowledged writes (those match what it still holds)."""
+        for kind, stored in by_kind.items():
+            mine = known.get(symbol, {}).get(kind)
+            if stored is None or (mine is not None and stored <= mine):
+                continue
+            rows = self.lane.run(
+                stored_since, kind, symbol, mine, idle=idle, cutoff=cutoff
+            )
+            held = pending[kind]
+            for position, values in rows.items():
+                entry = held.get((symbol, position))
+                if entry is None or compared(kind, entry[0]) != values:
+                    return True
+        return False

@@ -7,7 +7,6 @@ import bisect
 import json
 import logging
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,6 +15,8 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+
+from api.pipeline.kinds import KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,11 @@ class CollectorExporter:
         )
         yield counter(
             "collector_bars_written",
-            "Bars committed to the database",
+            "Bars committed to the database, by kind (revisions apart)",
             None,
             ["kind"],
-            [
-                (["second"], w.stats.bars_written),
-                (["second_revision"], w.stats.revisions_written),
-                (["tick100"], w.stats.candles_written),
-            ],
+            [([kind.name], w.stats.written[kind.name]) for kind in KINDS]
+            + [(["second_revision"], w.stats.revisions_written)],
         )
         by_symbol = sorted(w.stats.bars_by_symbol.items())
         yield counter(
@@ -156,14 +154,29 @@ class CollectorExporter:
         yield gauge(
             "collector_bar_queue_batches",
             "Aggregator to writer queue",
-            app.bars_queue.qsize(),
+            app.fanout.get("writer").queue.qsize(),
         )
         yield gauge("collector_bars_waiting", "Bars not yet committed", w.waiting)
+        family = GaugeMetricFamily(
+            "collector_kind_bars_waiting",
+            "Bars not yet committed, per kind",
+            labels=["kind"],
+        )
+        for kind in KINDS:
+            family.add_metric([kind.name], w.backlog.count(kind))
+        yield family
+        yield counter(
+            "collector_output_dropped",
+            "Messages an output with a drop policy could not take",
+            None,
+            ["output"],
+            [([o.name], o.dropped) for o in app.fanout.outputs],
+        )
         since = w.waiting_since
         yield gauge(
             "collector_oldest_waiting_seconds",
             "How long the oldest unwritten bar has waited (0: nothing waits)",
-            0.0 if since is None else time.monotonic() - since,
+            0.0 if since is None else w.clock.monotonic() - since,
         )
         spool = app.spool
         yield gauge(
@@ -174,7 +187,7 @@ class CollectorExporter:
         yield counter(
             "collector_spooled_records",
             "Records appended to the spool",
-            w.stats.spooled,
+            w.backlog.spooled,
         )
         yield counter(
             "collector_spool_dropped_records",

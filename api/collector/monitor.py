@@ -3,13 +3,12 @@ line every minute."""
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from api.collector.feed import Receiver
 from api.collector.session import SessionGate
-from api.collector.worker import Worker
 from api.market.health import Observation, Verdict, judge
+from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ class HealthMonitor(Worker):
         self.observe_extra = observe_extra or dict
         self.check_interval = check_interval
         self.log_interval = log_interval
+        self.clock = receiver.clock  # one clock for the whole collector
         self.stale_reconnects = 0
         self.last_verdict: Verdict | None = None
 
@@ -42,7 +42,7 @@ class HealthMonitor(Worker):
         receiver = self.receiver
         connected_for = None
         if receiver.connected and receiver.connected_at is not None:
-            connected_for = time.monotonic() - receiver.connected_at
+            connected_for = self.clock.monotonic() - receiver.connected_at
         return Observation(
             market_open=self.gate.is_open(),
             connected=receiver.connected,
@@ -63,9 +63,9 @@ class HealthMonitor(Worker):
         return verdict
 
     def work(self) -> None:
-        next_log = time.monotonic() + self.log_interval
+        next_log = self.clock.monotonic() + self.log_interval
         while not self.stop.wait(self.check_interval):
             verdict = self.check()
-            if time.monotonic() >= next_log:
+            if self.clock.monotonic() >= next_log:
                 next_log += self.log_interval
                 logger.info("💓 %s | %s", verdict.state, self.summary())

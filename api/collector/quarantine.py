@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from api.collector.durable import AppendFile
-from api.collector.spool import encode_bar, encode_candle
-from api.collector.store import Rejected
+from api.pipeline.store import Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +27,17 @@ class Quarantine:
     def rows(self, rejected: list[Rejected]) -> None:
         records = []
         for item in rejected:
-            if item.kind == "second":
-                record, key = encode_bar(*item.item), item.item[0].second
-            else:
-                record, key = encode_candle(item.item), item.item.number
-            records.append(self._entry(item.kind, item.reason, record=record))
+            kind = item.kind
+            symbol, position = kind.key(item.item)
+            records.append(
+                self._entry(kind.name, item.reason, record=kind.encode(item.item))
+            )
             logger.error(
                 "☣️ quarantined a %s bar of %s (%s %s): %s",
-                "1-second" if item.kind == "second" else "100-trade",
-                record["sym"],
-                "second" if item.kind == "second" else "#",
-                key,
+                kind.label,
+                symbol,
+                "at" if kind.timed else "#",
+                position,
                 item.reason,
             )
         self._keep(records)

@@ -1,13 +1,13 @@
 """Wires the collector's threads together, runs them, and shuts them down."""
 
-import gc
 import logging
+import math
 import os
 import queue
 import secrets
 import signal
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +15,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from api.collector.aggregator import Aggregator
-from api.collector.clock import Clock
 from api.collector.database import (
     CALL_TIMEOUT,
-    CallTimeout,
     DatabaseLane,
-    first_line,
     tagged_application_name,
 )
 from api.collector.feed import FeedPolicy, Receiver
@@ -28,19 +25,25 @@ from api.collector.journal import Journal
 from api.collector.leader import FileLock, Leadership, PostgresLock, Role
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
+from api.collector.outputs import Fanout, Output, Policy
 from api.collector.pump import Pump
 from api.collector.session import SessionGate
 from api.collector.spool import Spool, SpoolUnusable
-from api.collector.state import load_partial_candles, save_partial_candles
-from api.collector.store import stored_tails
+from api.collector.state import Seeds, load_partial_state, save_partial_state
 from api.collector.writer import FLUSH_INTERVAL, SUSPECT_AFTER, Writer
 from api.market.backoff import Backoff
 from api.market.health import Verdict, judge
 from api.models import Ticker
+from api.pipeline.errors import CallTimeout, first_line
+from api.pipeline.ingest import Ingest
+from api.pipeline.kinds import KINDS, TICK100
+from api.pipeline.messages import Bars, Closes, Finished, Renumber, Trades
+from api.pipeline.store import Tails, stored_tails
 from api.redact import mask_token
 from api.sentiment.engine import NewsPoller, SentimentEngine, SharedArticles
 from api.sentiment.holder import LatestScores
 from api.sentiment.news import NewsClient
+from api.workers.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -90,25 +93,6 @@ class CollectorConfig:
     startup_db_wait: float = 60.0  # give up starting after this long without it
 
 
-# Generation-0 collections every 10,000 allocations instead of 700: the hot path
-# allocates a few objects per trade and almost none of them form cycles.
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a long-running pipeline.
-
-    What exists once the collector is built (Django, modules, settings) lives as
-    long as the process: frozen, full collections no longer walk it again and
-    again. Measured with bench/throughput.py: about a sixth more trades per second
-    (ratio 0.66 -> 0.75-0.79); reference counting still frees everything at once,
-    and cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class Collector:
     """`run()` blocks until stopped (signal or `stop.set()`) and returns the exit
     code: 0 for a clean stop, 1 when a worker crashed."""
@@ -123,9 +107,16 @@ class Collector:
             clock=self.clock,
         )
         self.scores = LatestScores()
-        self.started_at = time.monotonic()
+        self.started_at = self.clock.monotonic()
         self.trades_queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        self.bars_queue: queue.Queue = queue.Queue()
+        # The aggregator's subscribers: the database writer never loses a bar
+        # (it bounds its own memory and spools); sentiment is best effort.
+        self.fanout = Fanout(
+            [
+                Output("writer", (Bars, Finished), Policy.BLOCK),
+                Output("sentiment", (Trades, Closes), Policy.DROP, maxsize=10_000),
+            ]
+        )
         self.receiver: Receiver | None = None
         self.aggregator: Aggregator | None = None
         self.writer: Writer | None = None
@@ -135,16 +126,16 @@ class Collector:
         self.metrics: MetricsServer | None = None
         self.journal: Journal | None = None
         self.pump: Pump | None = None
-        self.sentiment_queue: queue.Queue = queue.Queue(maxsize=10_000)
         self.spool = (
             Spool(config.spool_dir, config.spool_max_bytes)
             if config.spool_dir is not None
             else None
         )
         self.partial_candles: dict[str, list] = {}
-        self.lane = DatabaseLane(timeout=config.db_timeout)
+        self.seeds: Seeds = {}  # open wider buckets the last run left
+        self.lane = DatabaseLane(timeout=config.db_timeout, clock=self.clock)
         self.identity = secrets.token_hex(8)  # kept in the spool dir when there is one
-        self.known_tails: dict[str, tuple[int | None, int]] = {}
+        self.known_tails: Tails = {}
 
     # Startup --------------------------------------------------------------------
 
@@ -153,7 +144,7 @@ class Collector:
         (interruptibly) while the database is unreachable, for at most
         `startup_db_wait` seconds; None if stopped meanwhile."""
         symbols = self.config.symbols
-        give_up = time.monotonic() + self.config.startup_db_wait
+        give_up = self.clock.monotonic() + self.config.startup_db_wait
         backoff = Backoff(base=1.0, cap=10.0)
         while not self.stop.is_set():
             try:
@@ -161,7 +152,7 @@ class Collector:
                 break
             except (DatabaseError, CallTimeout) as exc:
                 wait = backoff.next()
-                if time.monotonic() + wait > give_up:
+                if self.clock.monotonic() + wait > give_up:
                     raise StartupError(
                         f"the database is unreachable ({first_line(exc)}); gave up "
                         f"after {self.config.startup_db_wait:.0f} s"
@@ -175,7 +166,9 @@ class Collector:
                     return None
         else:
             return None
-        numbers = {s: self.known_tails.get(s, (None, 0))[1] + 1 for s in symbols}
+        numbers = {
+            s: (self.known_tails.get(s, {}).get(TICK100) or 0) + 1 for s in symbols
+        }
         self._resume_from_disk(numbers)
         return numbers
 
@@ -187,17 +180,29 @@ class Collector:
         contents = self.spool.load()
         if len(contents):
             logger.info(
-                "💾 the spool holds %d bars and %d 100-trade bars from an earlier run; "
-                "they are written first",
-                len(contents.bars),
-                len(contents.candles),
+                "💾 the spool holds %s from an earlier run; they are written first",
+                ", ".join(
+                    f"{len(items)} {kind.label} bars"
+                    for kind, items in contents.items.items()
+                    if items
+                ),
             )
-        for symbol, number in contents.candles:
+        for symbol, number in contents.items[TICK100]:
             if symbol in numbers:
                 numbers[symbol] = max(numbers[symbol], number + 1)
-        for symbol, (number, trades) in load_partial_candles(
-            self.spool.directory
-        ).items():
+        carried = load_partial_state(self.spool.directory)
+        self.seeds = {
+            kind: {key: p for key, p in partials.items() if key[0] in numbers}
+            for kind, partials in carried.seeds.items()
+        }
+        for kind, partials in self.seeds.items():
+            if partials:
+                logger.info(
+                    "▶️ continuing %d open %s bars from the last run",
+                    len(partials),
+                    kind.label,
+                )
+        for symbol, (number, trades) in carried.candles.items():
             if numbers.get(symbol) == number:
                 self.partial_candles[symbol] = trades
                 logger.info(
@@ -224,15 +229,15 @@ class Collector:
             return Leadership(name, PostgresLock(name, self.identity))
         return Leadership(name, FileLock(name, Path(settings.DATA_DIR) / "locks"))
 
-    def _save_partial(self, ticks) -> None:
+    def _save_partial(self, ticks, seeds: Seeds) -> None:
         writer = self.writer
         if writer is not None and writer.role is Role.STANDBY:
-            return  # a standby's partial candles are not the stored sequence
+            return  # a standby's partial bars are not the stored sequence
         try:
-            saved = save_partial_candles(self.spool.directory, ticks)
-            logger.info("💾 saved %d trades of partial 100-trade bars", saved)
+            saved = save_partial_state(self.spool.directory, ticks, seeds)
+            logger.info("💾 saved %s", saved)
         except OSError as exc:
-            logger.error("❌ could not save the partial 100-trade bars: %s", exc)
+            logger.error("❌ could not save the partial bars: %s", exc)
 
     def build(self, next_numbers: dict[str, int]) -> None:
         cfg = self.config
@@ -252,22 +257,26 @@ class Collector:
         receiver = self.receiver
         self.aggregator = Aggregator(
             inbox=self.trades_queue,
-            outbox=self.bars_queue,
+            fanout=self.fanout,
             stop=self.stop,
             upstream_done=lambda: not receiver.is_alive(),
             scores=self.scores,
             clock=self.clock,
-            grace=cfg.grace,
-            revision_window=cfg.revision_window,
-            next_candle_numbers=next_numbers,
-            sentiment_inbox=self.sentiment_queue,
+            ingest=Ingest(
+                grace=cfg.grace,
+                revision_window=cfg.revision_window,
+                # Seconds before this process started belong to the previous run.
+                start_second=math.floor(self.clock.now()),
+                next_numbers=next_numbers,
+                partial=self.partial_candles,
+                seeds=self.seeds,
+            ),
             verbose=cfg.verbose,
-            partial_candles=self.partial_candles,
             save_partial=self._save_partial if self.spool is not None else None,
         )
         aggregator = self.aggregator
         self.writer = Writer(
-            inbox=self.bars_queue,
+            inbox=self.fanout.get("writer").queue,
             stop=self.stop,
             upstream_done=lambda: not aggregator.is_alive(),
             clock=self.clock,
@@ -276,16 +285,14 @@ class Collector:
             source=cfg.source,
             spool=self.spool,
             leadership=self._leadership(),
-            on_promotion=lambda numbers: aggregator.control.put(
-                ("resync candles", numbers)
-            ),
+            on_promotion=lambda numbers: aggregator.control.put(Renumber(numbers)),
             lane=self.lane,
             known_tails=self.known_tails,
         )
         self.writer.symbols = list(cfg.symbols)
         articles = SharedArticles()
         self.sentiment = SentimentEngine(
-            inbox=self.sentiment_queue,
+            inbox=self.fanout.get("sentiment").queue,
             scores=self.scores,
             symbols=cfg.symbols,
             stop=self.stop,
@@ -369,13 +376,13 @@ class Collector:
         if numbers is None:
             return False
         self.build(numbers)
-        tune_gc()
         if cfg.record_dir is not None:
             self.journal = Journal(cfg.record_dir)
             self.journal.mark_start(
                 numbers,
                 received_at=float(self.aggregator.start_second),
                 carried={s: len(t) for s, t in self.partial_candles.items()},
+                seeds=self.seeds,
             )
             self.receiver.journal = self.journal
             logger.info("📼 recording every frame to %s", cfg.record_dir)
@@ -413,8 +420,8 @@ class Collector:
     def _writer_observation(self) -> dict:
         """The writer's side of an Observation; read from any thread."""
         w = self.writer
-        now = time.monotonic()
-        since, spooled_at = w.waiting_since, w.stats.spooled_at
+        now = self.clock.monotonic()
+        since, spooled_at = w.waiting_since, w.backlog.spooled_at
         role = w.role
         return {
             "bars_waiting": w.waiting,
@@ -427,14 +434,20 @@ class Collector:
             "db_busy": w.lane.busy_for(),
             "db_busy_limit": SUSPECT_AFTER,
             "spooling": spooled_at is not None and now - spooled_at < SPOOLING_RECENT,
-            "last_error": w.last_error,
+            "last_error": w.db_error,
         }
 
-    def run(self, install_signals: bool = True) -> int:
+    def run(
+        self, install_signals: bool = True, on_started: Callable[[], None] | None = None
+    ) -> int:
+        """`on_started` runs once every worker runs (the command tunes the garbage
+        collector there: a process-wide choice, not the collector's)."""
         if install_signals:
             self._install_signal_handlers()
         if not self.start():
             return 0
+        if on_started is not None:
+            on_started()
         while not self.stop.wait(0.5):
             pass
         return self.shutdown()
@@ -442,10 +455,10 @@ class Collector:
     def shutdown(self, timeout: float = 9.0) -> int:
         """Stop, let the pipeline drain in order, report; return the exit code."""
         self.stop.set()
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         for worker in self.workers:
             if worker is not None and worker.is_alive():
-                worker.join(max(0.05, deadline - time.monotonic()))
+                worker.join(max(0.05, deadline - self.clock.monotonic()))
         if self.pump is not None:
             self.pump.close()
         if self.metrics is not None:
@@ -478,7 +491,7 @@ class Collector:
         r, a, w = self.receiver, self.aggregator, self.writer
         if r is None or a is None or w is None:
             return "not started"
-        uptime = time.monotonic() - self.started_at
+        uptime = self.clock.monotonic() - self.started_at
         state = "connected" if r.connected else "disconnected"
         seconds = a.seconds
         return (
@@ -486,7 +499,12 @@ class Collector:
             f"trades {r.stats.trades} malformed {r.stats.malformed} "
             f"ignored {r.stats.ignored} | bars written {w.stats.bars_written} "
             f"revisions {w.stats.revisions_written} "
-            f"100-trade bars {w.stats.candles_written} | waiting {w.waiting} | "
+            + "".join(
+                f"{kind.label} bars {w.stats.written[kind.name]} "
+                for kind in KINDS
+                if kind.width != 1
+            )
+            + f"| waiting {w.waiting} | "
             f"open seconds {seconds.open_seconds()} late {seconds.late_trades} "
             f"dropped late {seconds.dropped_too_late} | "
             f"queue {self.trades_queue.qsize()} | "
@@ -500,7 +518,7 @@ class Collector:
         )
 
 
-def _ensure_tickers(symbols: list[str]) -> dict[str, tuple[int | None, int]]:
+def _ensure_tickers(symbols: list[str]) -> Tails:
     """Runs on the database lane: every symbol has its Ticker; what is stored."""
     for symbol in symbols:
         Ticker.objects.get_or_create(symbol=symbol)

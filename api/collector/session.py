@@ -4,8 +4,8 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from api.collector.clock import Clock
 from api.market import calendar
+from api.workers.clock import Clock
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 it can - and the collector's local home between runs.
 
 An append-only JSON-lines file, fsync'd after every append, so a crash or a
-SIGKILL loses nothing that was spooled. Records are replayed oldest first; the
+SIGKILL loses nothing that was spooled; each record is one bar, encoded by its
+kind (pipeline.kinds). Records are replayed oldest first; the
 last record of a key wins (a revision supersedes its original). A truncated or
 garbled line, as a crash mid-write can leave, is handed back as damaged (the
 writer quarantines it) and never stops the rest.
@@ -18,122 +19,30 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 from api.collector.durable import AppendFile
-from api.market.bars import SecondBar, TickCandle
-from api.sentiment.scoring import Scores
+from api.pipeline.kinds import BY_CODE, KINDS, BarKind
 
 logger = logging.getLogger(__name__)
 
 
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _undec(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def encode_bar(bar: SecondBar, scores: Scores | None) -> dict:
-    return {
-        "k": "s",
-        "sym": bar.symbol,
-        "sec": bar.second,
-        "o": str(bar.open),
-        "h": str(bar.high),
-        "l": str(bar.low),
-        "c": str(bar.close),
-        "v": str(bar.volume),
-        "n": bar.tick_count,
-        "vw": _dec(bar.vwap),
-        "t0": bar.first_ts_ms,
-        "t1": bar.last_ts_ms,
-        "pc": _dec(bar.price_change_1sec),
-        "pm": _dec(bar.price_momentum_5sec),
-        "r": bar.revision,
-        "sc": None
-        if scores is None
-        else [
-            scores.composite,
-            scores.news,
-            scores.technical,
-            scores.flow,
-            scores.computed_at,
-        ],
-    }
-
-
-def decode_bar(rec: dict) -> tuple[SecondBar, Scores | None]:
-    bar = SecondBar(
-        symbol=rec["sym"],
-        second=int(rec["sec"]),
-        open=Decimal(rec["o"]),
-        high=Decimal(rec["h"]),
-        low=Decimal(rec["l"]),
-        close=Decimal(rec["c"]),
-        volume=Decimal(rec["v"]),
-        tick_count=int(rec["n"]),
-        vwap=_undec(rec["vw"]),
-        first_ts_ms=int(rec["t0"]),
-        last_ts_ms=int(rec["t1"]),
-        price_change_1sec=_undec(rec["pc"]),
-        price_momentum_5sec=_undec(rec["pm"]),
-        revision=bool(rec["r"]),
-    )
-    sc = rec.get("sc")
-    scores = None if sc is None else Scores(*sc[:4], computed_at=sc[4])
-    return bar, scores
-
-
-def encode_candle(candle: TickCandle) -> dict:
-    return {
-        "k": "t",
-        "sym": candle.symbol,
-        "num": candle.number,
-        "o": str(candle.open),
-        "h": str(candle.high),
-        "l": str(candle.low),
-        "c": str(candle.close),
-        "v": str(candle.volume),
-        "n": candle.tick_count,
-        "t0": candle.first_ts_ms,
-        "t1": candle.last_ts_ms,
-        "d": str(candle.duration_seconds),
-        "done": candle.completed_at_ms,
-    }
-
-
-def decode_candle(rec: dict) -> TickCandle:
-    return TickCandle(
-        symbol=rec["sym"],
-        number=int(rec["num"]),
-        open=Decimal(rec["o"]),
-        high=Decimal(rec["h"]),
-        low=Decimal(rec["l"]),
-        close=Decimal(rec["c"]),
-        volume=Decimal(rec["v"]),
-        tick_count=int(rec["n"]),
-        first_ts_ms=int(rec["t0"]),
-        last_ts_ms=int(rec["t1"]),
-        duration_seconds=Decimal(rec["d"]),
-        completed_at_ms=int(rec["done"]),
-    )
-
-
 @dataclass
 class SpoolContents:
-    bars: dict[tuple[str, int], tuple[SecondBar, Scores | None]]
-    candles: dict[tuple[str, int], TickCandle]
-    damaged: list[str] = field(default_factory=list)  # raw lines
+    """What a spool holds: {kind: {key: item}} (the last record of a key wins),
+    and the raw text of every damaged line."""
+
+    items: dict[BarKind, dict[tuple[str, int], object]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def bad_lines(self) -> int:
         return len(self.damaged)
 
     def __len__(self) -> int:
-        return len(self.bars) + len(self.candles)
+        return sum(map(len, self.items.values()))
 
 
 class SpoolUnusable(Exception):
@@ -227,17 +136,12 @@ class Spool:
         """Everything spooled, the last record per key winning; damaged lines
         (torn, garbled, or not a record) are handed back as they are."""
         records, damaged = self._file.read()
-        contents = SpoolContents({}, {}, damaged)
+        contents = SpoolContents(damaged=damaged)
         for record in records:
             try:
-                if record["k"] == "s":
-                    bar, scores = decode_bar(record)
-                    contents.bars[(bar.symbol, bar.second)] = (bar, scores)
-                elif record["k"] == "t":
-                    candle = decode_candle(record)
-                    contents.candles[(candle.symbol, candle.number)] = candle
-                else:
-                    raise ValueError(f"unknown kind {record['k']!r}")
+                kind = BY_CODE[record["k"]]
+                item = kind.decode(record)
+                contents.items[kind][kind.key(item)] = item
             except (ValueError, KeyError, TypeError, ArithmeticError):
                 damaged.append(json.dumps(record))
         if damaged:
@@ -251,8 +155,9 @@ class Spool:
     def replace(self, contents: SpoolContents) -> None:
         """Rewrite the spool with exactly `contents` (damaged lines left out)."""
         self._file.replace(
-            [encode_bar(*item) for _, item in sorted(contents.bars.items())]
-            + [encode_candle(c) for _, c in sorted(contents.candles.items())]
+            kind.encode(item)
+            for kind, items in contents.items.items()
+            for _, item in sorted(items.items(), key=lambda kv: kv[0][1])
         )
 
     def clear(self) -> None:

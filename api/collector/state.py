@@ -1,59 +1,91 @@
-"""State carried from one run to the next: the partially filled 100-trade bars,
-so a restart continues them exactly as if the process had never stopped."""
+"""State carried from one run to the next, so a restart continues as if the
+process had never stopped: the partially filled 100-trade bars (their trades),
+and the buckets wider than a second that were still open (their running totals:
+a minute that spans the restart holds the trades of both runs)."""
 
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from api.market.bars import TickBars
+from api.market.bars import Partial, TickBars
 from api.market.messages import Trade
+from api.pipeline.kinds import BY_NAME, BarKind
 
 logger = logging.getLogger(__name__)
 
 FILENAME = "partial_candles.json"
 
+Seeds = dict[BarKind, dict[tuple[str, int], Partial]]
 
-def save_partial_candles(directory: Path, ticks: TickBars) -> int:
-    """Write every partial candle atomically; returns the number of trades saved."""
+
+@dataclass
+class Carried:
+    """What a clean stop left for the next run."""
+
+    # symbol -> (the candle number the trades belong to, the trades)
+    candles: dict[str, tuple[int, list[Trade]]] = field(default_factory=dict)
+    seeds: Seeds = field(default_factory=dict)
+
+
+def save_partial_state(directory: Path, ticks: TickBars | None, seeds: Seeds) -> str:
+    """Write it atomically; returns what was saved, for the log."""
     symbols = {}
-    for symbol in ticks.symbols():
+    for symbol in ticks.symbols() if ticks is not None else ():
         trades = ticks.pending(symbol)
         symbols[symbol] = {
             "next": ticks.next_number(symbol),
             "trades": [[str(t.price), str(t.size), t.ts_ms] for t in trades],
         }
+    bars = {
+        kind.name: [[symbol, start, *p.to_list()] for (symbol, start), p in got.items()]
+        for kind, got in seeds.items()
+    }
     path = Path(directory) / FILENAME
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"version": 1, "symbols": symbols}, fh)
+        json.dump({"version": 2, "symbols": symbols, "bars": bars}, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return sum(len(entry["trades"]) for entry in symbols.values())
+    trades = sum(len(entry["trades"]) for entry in symbols.values())
+    return f"{trades} trades of partial 100-trade bars, " + (
+        ", ".join(f"{len(v)} open {BY_NAME[k].label} bars" for k, v in bars.items())
+        or "no open wider bars"
+    )
 
 
-def load_partial_candles(directory: Path) -> dict[str, tuple[int, list[Trade]]]:
-    """{symbol: (the candle number the trades belong to, trades)}; the file is
-    consumed so the same trades can never be counted twice."""
+def load_partial_state(directory: Path) -> Carried:
+    """What the last clean stop saved; the file is consumed so the same trades
+    can never be counted twice."""
     path = Path(directory) / FILENAME
     if not path.exists():
-        return {}
+        return Carried()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        partial = {
-            symbol: (
-                int(entry["next"]),
-                [
-                    Trade(symbol, Decimal(p), Decimal(v), int(ts))
-                    for p, v, ts in entry["trades"]
-                ],
-            )
-            for symbol, entry in data["symbols"].items()
-        }
+        carried = Carried(
+            candles={
+                symbol: (
+                    int(entry["next"]),
+                    [
+                        Trade(symbol, Decimal(p), Decimal(v), int(ts))
+                        for p, v, ts in entry["trades"]
+                    ],
+                )
+                for symbol, entry in data["symbols"].items()
+            },
+            seeds={
+                BY_NAME[name]: {
+                    (str(row[0]), int(row[1])): Partial.from_list(row[2:])
+                    for row in rows
+                }
+                for name, rows in data.get("bars", {}).items()  # version 1: none
+            },
+        )
     except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-        logger.warning("⚠️ %s is damaged (%s); partial candles start afresh", path, exc)
-        partial = {}
+        logger.warning("⚠️ %s is damaged (%s); partial bars start afresh", path, exc)
+        carried = Carried()
     path.unlink()
-    return partial
+    return carried

@@ -1,11 +1,16 @@
-"""The writer: the only thread that writes bars. One batched idempotent upsert per
-table per flush; retries with backoff; a database outage never drops a bar.
+"""The writer: the only thread that writes bars. Its one job is flushing - when,
+and with what result; one batched idempotent upsert per kind per flush; retries
+with backoff; a database outage never drops a bar.
 
-The writer owns the bars; the database lane runs the calls. Each call is bounded
-(database.DatabaseLane): a call into a black hole is abandoned, its bars spooled,
-and the writer never stops taking bars from the aggregator meanwhile - it keeps
-collecting and spooling while it waits. Rows the database refuses for their data
-are quarantined (quarantine.Quarantine); everything else flows on."""
+Who it works with:
+- the backlog (backlog.py) holds what waits, in memory and in the spool;
+- the database lane (database.py) runs each call within a bound - a call into a
+  black hole is abandoned, and the writer keeps taking and spooling bars while
+  it waits;
+- the election (leader.py) says whether this collector writes at all;
+- the store (pipeline/store.py) turns bars into rows and isolates rows the
+  database refuses, which go to the quarantine file (quarantine.py).
+"""
 
 import logging
 import math
@@ -19,73 +24,68 @@ from datetime import UTC, datetime
 
 from django.db import DatabaseError
 
-from api.collector.aggregator import FINISHED, WriteBatch
-from api.collector.clock import Clock
-from api.collector.database import (
-    CallTimeout,
-    DatabaseLane,
-    ErrorKind,
-    classify,
-    first_line,
-)
-from api.collector.leader import Change, Leadership, LockLost, Role
+from api.collector.backlog import Backlog, Chunk
+from api.collector.database import DatabaseLane
+from api.collector.leader import Change, Election, Leadership, Role
 from api.collector.metrics import DelayHistogram
 from api.collector.quarantine import Quarantine
-from api.collector.spool import Spool, SpoolContents, encode_bar, encode_candle
-from api.collector.store import (
-    Outcome,
-    Store,
-    candle_key,
-    stored_candles,
-    stored_tails,
-)
-from api.collector.throttle import LogThrottle
-from api.collector.worker import Worker
+from api.collector.spool import Spool
 from api.market.backoff import Backoff
+from api.pipeline.errors import CallTimeout, ErrorKind, LockLost, classify, first_line
+from api.pipeline.kinds import KINDS, TICK100
+from api.pipeline.messages import Bars, Finished
+from api.pipeline.store import Outcome, Store, Tails
+from api.workers.clock import Clock
+from api.workers.throttle import LogThrottle
+from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-# Seconds between two flushes at the least. A flush is one upsert per table (two
-# statements), so at most 2 / 0.7 = 2.9 statements a second whatever the trade
+# Seconds between two flushes at the least. A flush is one upsert per kind with
+# bars waiting, so at most 3 / 0.7 = 4.3 statements a second whatever the trade
 # rate or number of symbols; in a live session seconds close once a second, so
-# this never holds a bar back.
+# this never holds a bar back (1-minute bars add one statement a minute).
 MIN_GAP = 0.7
-# A flush follows each batch of newly closed seconds (about once a second in a
+# A flush follows each batch of newly closed bars (about once a second in a
 # session) and takes pending 100-trade bars and revisions along. The timer is
-# the fallback for when no second closes; shorter than a second it would add a
-# flush - two statements - between the once-a-second ones.
+# the fallback for when nothing closes; shorter than a second it would add a
+# flush between the once-a-second ones.
 FLUSH_INTERVAL = 1.5
 STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
-# Between failed flushes (and elections without an answer): short, so that
-# writes resume within seconds of the database coming back.
+# Between failed flushes: short, so that writes resume within seconds of the
+# database coming back.
 OUTAGE_BACKOFF = {"base": 1.0, "cap": 5.0}
-ELECTION_EVERY = 1.0
+BATCH_ROWS = 2000  # rows per statement (and per bounded call) when catching up
 # A database call running this long is suspect (they take milliseconds): bars go
 # to the spool meanwhile, so a crash during a black hole loses none.
 SUSPECT_AFTER = 2.0
-BATCH_ROWS = 2000  # rows per statement (and per bounded call) when catching up
 
 
 @dataclass
 class WriterStats:
-    bars_written: int = 0
+    written: Counter = field(default_factory=Counter)  # kind name -> new rows
     revisions_written: int = 0
-    candles_written: int = 0
     flushes: int = 0
     statements: int = 0
     failed_attempts: int = 0
-    overflow_dropped: int = 0
     promotions: int = 0
-    spooled: int = 0  # records appended to the spool
     replayed: int = 0  # rows written from the spool
     last_commit_at: float | None = None  # epoch seconds
-    spooled_at: float | None = None  # monotonic, last append to the spool
     db_errors: Counter = field(default_factory=Counter)  # ErrorKind -> count
     nulled: Counter = field(default_factory=Counter)  # column -> rows set NULL
     commit_delays: deque = field(default_factory=lambda: deque(maxlen=100_000))
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     bars_by_symbol: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bars_written(self) -> int:
+        """New 1-second bars stored (the figure users watch)."""
+        return self.written["second"]
+
+    @property
+    def candles_written(self) -> int:
+        return self.written["tick100"]
 
 
 class Writer(Worker):
@@ -104,66 +104,61 @@ class Writer(Worker):
         leadership: Leadership | None = None,
         on_promotion: Callable[[dict[str, int]], None] | None = None,
         lane: DatabaseLane | None = None,
-        known_tails: dict[str, tuple[int | None, int]] | None = None,
+        known_tails: Tails | None = None,
     ) -> None:
         super().__init__("writer", stop)
         self.inbox = inbox
         self.upstream_done = upstream_done
         self.clock = clock or Clock()
         self.flush_interval = flush_interval
-        self.max_pending = max_pending
         self.shutdown_deadline = shutdown_deadline
         self.stats = WriterStats()
         self.lane = lane or DatabaseLane()
         self.leadership = leadership
+        self.election = (
+            Election(leadership, self.lane, self.clock) if leadership else None
+        )
         self.store = Store(source, fence=leadership.lock if leadership else None)
         self.quarantine = Quarantine(spool.directory if spool else None)
-        # Keyed so a revision replaces its pending original (last one wins); the
-        # flag says whether the row is new to the database (for stats and delays).
-        self.pending_bars: dict[tuple[str, int], tuple] = {}
-        self.pending_candles: dict[tuple[str, int], object] = {}
-        self._throttle = LogThrottle(logger)
-        # The spool holds what the database could not take. Keys changed since
-        # they were last spooled are "dirty"; during an outage they are spooled
-        # as they arrive, so a crash loses (almost) nothing.
         self.spool = spool
-        self._dirty_bars: set[tuple[str, int]] = set()
-        self._dirty_candles: set[tuple[str, int]] = set()
-        self._in_outage = False
-        # True when the spool holds rows that are not in memory (left by an
-        # earlier run, or evicted from memory during a long outage).
-        self._spool_has_more = spool is not None and spool.size > 0
+        self.backlog = Backlog(spool, max_pending, self.quarantine.lines, self.clock)
         self.symbols: list[str] = []
         self.on_promotion = on_promotion
-        # What this collector knows is stored: {symbol: (last second, last candle
-        # number)}, to tell its own writes from another collector's.
-        self._known: dict[str, tuple[int | None, int]] = dict(known_tails or {})
-        self._sync: Change | None = None  # a role change still to act on
-        self._next_election = 0.0
-        self._election_backoff = Backoff(**OUTAGE_BACKOFF)
+        # What this collector knows is stored, per symbol and kind, to tell its
+        # own writes from another collector's.
+        self._known: Tails = {s: dict(t) for s, t in (known_tails or {}).items()}
+        self._throttle = LogThrottle(logger)
         self._flush_backoff = Backoff(**OUTAGE_BACKOFF)
-        self._fresh_bars = False  # newly closed seconds wait (not only revisions)
+        self._in_outage = False
+        self._fresh_bars = False  # newly closed bars wait (not only revisions)
         self._finished = False  # the aggregator said its last word
         self._stop_deadline = math.inf  # monotonic; set once stop is seen
         self._announced = False  # the first stored bars were logged
         self.last_error: str | None = None
-        self.beat = time.monotonic()  # the writer thread's heartbeat
-        # Since when something waits to be written (monotonic); None: nothing.
-        self.waiting_since: float | None = (
-            time.monotonic() if self._spool_has_more else None
-        )
+        self.beat = self.clock.monotonic()  # the writer thread's heartbeat
 
     @property
     def waiting(self) -> int:
-        return len(self.pending_bars) + len(self.pending_candles)
+        return self.backlog.waiting
+
+    @property
+    def waiting_since(self) -> float | None:
+        return self.backlog.waiting_since
 
     @property
     def role(self) -> Role | None:
-        """writer / standby / unknown; None before the first election (or when
-        there is no election: then this collector simply writes)."""
+        """writer / standby / unknown; None before the first election. Without
+        an election this collector simply writes."""
         if self.leadership is None:
             return Role.WRITER
         return self.leadership.role
+
+    @property
+    def db_error(self) -> str | None:
+        """The last database error, the writer's or the election's."""
+        if self.election is not None and self.role is Role.UNKNOWN:
+            return self.election.last_error or self.last_error
+        return self.last_error
 
     # The loop ------------------------------------------------------------------------
 
@@ -171,7 +166,7 @@ class Writer(Worker):
         last_flush = -math.inf
         retry_at = 0.0
         while True:
-            self.beat = time.monotonic()
+            self.beat = self.clock.monotonic()
             finished = self._collect(0.05 if self.waiting else 0.5)
             if self.stop.is_set() and self.upstream_done():
                 finished = True  # the aggregator is gone without saying so
@@ -179,21 +174,19 @@ class Writer(Worker):
                 break
             if self._in_outage:
                 self._spool_dirty()
-            if not self._may_write():
+            if not self._may_write() or self.backlog.empty:
                 continue
-            if not (self.waiting or self._spool_has_more):
-                continue
-            now = time.monotonic()
-            # Flush right after the aggregator closed new seconds (once a second,
-            # so the commit follows the grace period closely), or when anything
-            # has waited a whole interval; never more often than every MIN_GAP.
+            now = self.clock.monotonic()
+            # Flush right after the aggregator closed new bars (once a second, so
+            # the commit follows the grace period closely), or when anything has
+            # waited a whole interval; never more often than every MIN_GAP.
             since = now - last_flush
             due = (
                 self._fresh_bars and since >= MIN_GAP
             ) or since >= self.flush_interval
             if due and now >= retry_at:
                 ok = self.flush()
-                last_flush = time.monotonic()
+                last_flush = self.clock.monotonic()
                 retry_at = 0.0 if ok else last_flush + self._flush_backoff.next()
         self._final_flush()
 
@@ -206,7 +199,7 @@ class Writer(Worker):
         except queue.Empty:
             return False
         while True:
-            if item is FINISHED:
+            if isinstance(item, Finished):
                 self._finished = True
                 return True
             self.add(item)
@@ -215,9 +208,13 @@ class Writer(Worker):
             except queue.Empty:
                 return False
 
+    def add(self, bars: Bars) -> None:
+        if self.backlog.add(bars):
+            self._fresh_bars = True
+
     def _idle(self) -> None:
         """While a database call runs: keep taking bars, keep spooling."""
-        self.beat = time.monotonic()
+        self.beat = self.clock.monotonic()
         self._collect(0)
         busy = self.lane.busy_for()
         if busy is not None and busy >= SUSPECT_AFTER and not self._in_outage:
@@ -230,211 +227,94 @@ class Writer(Worker):
         """Until when database calls may run: no limit until stop is seen, then
         the shutdown deadline, so that the process ends in time."""
         if self._stop_deadline == math.inf and self.stop.is_set():
-            self._stop_deadline = time.monotonic() + self.shutdown_deadline
+            self._stop_deadline = self.clock.monotonic() + self.shutdown_deadline
         return self._stop_deadline
 
     def _pause(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
+        """Sub-second pauses between attempts; they also run during the final
+        flush after stop was set, so they do not wait on it."""
+        end = self.clock.monotonic() + seconds
+        while (left := end - self.clock.monotonic()) > 0:
             self._idle()
             time.sleep(min(0.05, left))
-
-    def add(self, batch: WriteBatch) -> None:
-        pending = self.pending_bars
-        if self.waiting_since is None:
-            self.waiting_since = time.monotonic()
-        for bar, scores in batch.bars:
-            if not bar.revision:
-                self._fresh_bars = True
-            key = (bar.symbol, bar.second)
-            waiting = pending.get(key)
-            new = not bar.revision or (waiting is not None and waiting[2])
-            pending[key] = (bar, scores, new)
-            self._dirty_bars.add(key)
-        for candle in batch.candles:
-            key = (candle.symbol, candle.number)
-            self.pending_candles[key] = candle
-            self._dirty_candles.add(key)
-        overflow = self.waiting - self.max_pending
-        if overflow > 0:
-            # Shed a tenth at a time, so a long outage does not sort the whole
-            # backlog on every batch.
-            self._shed_oldest(max(overflow, self.max_pending // 10))
-
-    def _shed_oldest(self, count: int) -> None:
-        """Memory is bounded: past the limit the oldest bars leave memory. With a
-        spool they stay on disk and are written later; without one they are lost,
-        counted and logged."""
-        if self.spool is not None:
-            self._spool_dirty()
-        oldest = sorted(self.pending_bars, key=lambda key: key[1])[:count]
-        for key in oldest:
-            del self.pending_bars[key]
-        if self.spool is not None:
-            self._spool_has_more = True
-            return
-        self.stats.overflow_dropped += len(oldest)
-        logger.error(
-            "❌ %d bars waiting exceed the limit of %d: dropped the %d oldest "
-            "(%d dropped so far)",
-            self.waiting + len(oldest),
-            self.max_pending,
-            len(oldest),
-            self.stats.overflow_dropped,
-        )
 
     # Leadership ----------------------------------------------------------------------
 
     def _may_write(self) -> bool:
         """Only the writer writes; a standby keeps the last minute of bars to fill
         a takeover's gap; with the role unknown, every bar is kept and spooled."""
-        if self.leadership is None:
+        election = self.election
+        if election is None:
             return True
-        now = time.monotonic()
-        if now >= self._next_election:
-            self._elect()
+        if self.clock.monotonic() >= election.next_at:
+            election.run(self._idle, self._cutoff)
         role = self.leadership.role
         if role is Role.WRITER:
-            if self._sync is not None:
+            if election.unsettled is not None:
                 self._settle()
-            return self._sync is None
+            return election.unsettled is None
         if role is Role.UNKNOWN:
             self._enter_outage()
             return False
-        horizon = self.clock.now() - STANDBY_KEEP
-        for key in [k for k in self.pending_bars if k[1] < horizon]:
-            del self.pending_bars[key]
-        self.pending_candles.clear()  # a standby's candle numbers mean nothing
-        self._dirty_bars.clear()
-        self._dirty_candles.clear()
+        self.backlog.keep_recent(self.clock.now() - STANDBY_KEEP)
         self._in_outage = False
-        if not self.waiting and not self._spool_has_more:
-            self.waiting_since = None
         return False
-
-    def _elect(self) -> None:
-        leadership = self.leadership
-        try:
-            held = self.lane.run(
-                leadership.lock.hold, idle=self._idle, cutoff=self._cutoff
-            )
-        except (DatabaseError, CallTimeout, OSError) as exc:
-            held = None
-            self._db_error(exc, "the writer lock")
-        change = leadership.observe(held)
-        if leadership.role is Role.UNKNOWN:
-            self._next_election = time.monotonic() + self._election_backoff.next()
-        else:
-            self._election_backoff.reset()
-            self._next_election = time.monotonic() + ELECTION_EVERY
-        if change is Change.FIRST:
-            logger.info("👑 this collector is the writer for %s", leadership.name)
-            # Had the role been unknown first, another may have written meanwhile.
-            self._sync = Change.REGAINED if leadership.losses else None
-        elif change in (Change.TAKEOVER, Change.REGAINED):
-            self._sync = change
-        elif change is Change.STANDBY:
-            self._sync = None
-            logger.warning(
-                "🧍 standby: another collector writes %s (%s); taking over if it stops",
-                leadership.name,
-                leadership.lock.holder or "lock held",
-            )
-        elif change is Change.LOST:
-            self._sync = None
-            logger.error(
-                "❌ writer role unknown: cannot reach the database to check the "
-                "writer lock of %s (%s); keeping and spooling every bar until it "
-                "answers",
-                leadership.name,
-                self.last_error,
-            )
 
     def _settle(self) -> None:
         """Act on becoming the writer: after a takeover, or after an unknown spell
         during which another collector may have written."""
-        symbols = self.symbols_hint()
+        election = self.election
         try:
-            tails = self.lane.run(
-                stored_tails, symbols, idle=self._idle, cutoff=self._cutoff
+            succession = election.settle(
+                self.symbols_hint(),
+                self._known,
+                self.backlog.pending,
+                self._idle,
+                self._cutoff,
             )
-            if self._sync is Change.TAKEOVER:
-                others = set(tails)
-            else:
-                others = self._written_by_others(tails)
         except (DatabaseError, CallTimeout) as exc:
             self._db_error(exc, "reading what is stored")
-            self._next_election = 0.0  # check the lock again right away
+            election.next_at = 0.0  # check the lock again right away
             return
-        change, self._sync = self._sync, None
-        if others:
-            self._follow(tails, others)
-        if change is Change.TAKEOVER:
+        if succession.others:
+            self._follow(succession)
+        name = self.leadership.name
+        if succession.change is Change.TAKEOVER:
             self.stats.promotions += 1
             logger.warning(
                 "👑 this collector is the writer for %s (%d recent bars to write)",
-                self.leadership.name,
-                len(self.pending_bars),
+                name,
+                self.waiting,
             )
         else:
+            others = ", ".join(sorted(succession.others))
             logger.info(
                 "👑 writer lock of %s regained; writing the %d waiting bars%s",
-                self.leadership.name,
+                name,
                 self.waiting,
-                f" (another collector wrote {', '.join(sorted(others))} meanwhile)"
-                if others
-                else "",
+                f" (another collector wrote {others} meanwhile)" if others else "",
             )
 
-    def _written_by_others(self, tails: dict) -> set[str]:
-        """Symbols with stored rows beyond what this collector knows it stored,
-        that are not its own unacknowledged writes."""
-        others = set()
-        for symbol, (second, number) in tails.items():
-            known_second, known_number = self._known.get(symbol, (None, 0))
-            if number > known_number:
-                stored = self.lane.run(stored_candles, symbol, known_number)
-                mine = {
-                    key[1]: candle_key(c)
-                    for key, c in self.pending_candles.items()
-                    if key[0] == symbol
-                }
-                if any(mine.get(n) != values for n, values in stored.items()):
-                    others.add(symbol)
-                    continue
-            if (
-                second is not None
-                and (known_second is None or second > known_second)
-                and (symbol, second) not in self.pending_bars
-            ):
-                others.add(symbol)
-        return others
-
-    def _follow(self, tails: dict, symbols: set[str]) -> None:
+    def _follow(self, succession) -> None:
         """Another collector wrote these symbols: keep only bars after what it
-        stored, and number candles after its last."""
-        floor = {s: tails[s][0] for s in symbols if tails[s][0] is not None}
-        for key in list(self.pending_bars):
-            if key[1] <= floor.get(key[0], -math.inf):
-                del self.pending_bars[key]
-        for key in [k for k in self.pending_candles if k[0] in symbols]:
-            del self.pending_candles[key]
-        if self.spool is not None and self.spool.size:
-            contents = self._load_spool()
-            contents.bars = {
-                k: v for k, v in contents.bars.items() if k[1] > floor.get(k[0], -1)
-            }
-            contents.candles = {
-                k: v for k, v in contents.candles.items() if k[0] not in symbols
-            }
-            self.spool.replace(contents)
+        stored, and number 100-trade bars after its last."""
+        symbols, tails = succession.others, succession.tails
+        floors = {
+            symbol: tails[symbol][kind]
+            for kind in KINDS
+            if kind.timed
+            for symbol in symbols
+            if tails[symbol][kind] is not None
+        }
+        self.backlog.follow(floors, set(symbols))
         for symbol in symbols:
-            self._known[symbol] = tails[symbol]
+            self._known[symbol] = dict(tails[symbol])
         if self.on_promotion is not None:
-            self.on_promotion({s: tails[s][1] + 1 for s in symbols})
+            self.on_promotion({s: (tails[s][TICK100] or 0) + 1 for s in symbols})
 
     def symbols_hint(self) -> list[str]:
-        return sorted({key[0] for key in self.pending_bars} | set(self.symbols))
+        held = {key[0] for pending in self.backlog.pending.values() for key in pending}
+        return sorted(held | set(self.symbols))
 
     # Writing -------------------------------------------------------------------------
 
@@ -448,8 +328,8 @@ class Writer(Worker):
             except LockLost as exc:
                 # The lock's session is gone: nothing went out. Ask again.
                 self.last_error = str(exc)
-                self._next_election = 0.0
-                if self.leadership.observe(None) is Change.LOST:
+                self.election.next_at = 0.0
+                if self.election.observe(None) is Change.LOST:
                     logger.error(
                         "❌ %s; asking for the writer lock of %s again, bars kept",
                         exc,
@@ -459,7 +339,7 @@ class Writer(Worker):
                 return False
             except (DatabaseError, CallTimeout) as exc:
                 kind = self._db_error(exc, "a write", attempt)
-                self._spool_dirty(quiet=True)  # whatever happens next, it is safe
+                self._spool_dirty()  # whatever happens next, it is safe
                 if kind is ErrorKind.TIMEOUT:
                     break  # no quick retries into a black hole
             else:
@@ -468,7 +348,7 @@ class Writer(Worker):
                 self._in_outage = False
                 self._flush_backoff.reset()
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and self.clock.monotonic() >= deadline:
                 break
         self._enter_outage()
         return False
@@ -481,7 +361,7 @@ class Writer(Worker):
         self._throttle.log(
             logging.WARNING,
             f"db {kind}",
-            time.monotonic(),
+            self.clock.monotonic(),
             "❌ database %s failed (%s%s): %s; %d bars waiting",
             what,
             kind,
@@ -493,35 +373,26 @@ class Writer(Worker):
 
     def _write_all(self, deadline: float | None) -> None:
         """Spooled rows first (memory holds the newer version of any key), then
-        what is pending, in bounded calls; each row leaves `pending` once stored."""
-        started = time.monotonic()
-        if self._spool_has_more:
+        what is pending, in bounded calls; each row stops waiting once stored."""
+        started = self.clock.monotonic()
+        backlog = self.backlog
+        if backlog.spool_has_more:
             self._replay_spool(deadline)
-        bars = sorted(self.pending_bars.items(), key=lambda kv: kv[0][1])
-        candles = sorted(self.pending_candles.items(), key=lambda kv: kv[0][1])
-        for start in range(0, max(len(bars), len(candles)), BATCH_ROWS):
-            bar_items = bars[start : start + BATCH_ROWS]
-            candle_items = candles[start : start + BATCH_ROWS]
-            outcome = self._call_store(
-                [(bar, scores) for _, (bar, scores, _new) in bar_items],
-                [candle for _, candle in candle_items],
-                deadline,
-            )
-            self._written(bar_items, candle_items, outcome)
+        for chunk in backlog.chunks(BATCH_ROWS):
+            outcome = self._call_store(chunk, deadline)
+            backlog.written(chunk)
+            self._count(chunk, outcome)
         self.stats.flushes += 1
         self._fresh_bars = False
-        if self.spool is not None and self.spool.size and not self._spool_has_more:
-            # Everything spooled is in memory or was replayed: all committed now.
-            self.spool.clear()
-        if not self._spool_has_more:
-            # What still waits came in while this flush ran.
-            self.waiting_since = started if self.waiting else None
+        backlog.all_written(started)
 
-    def _call_store(self, bars, candles, deadline) -> Outcome:
+    def _call_store(self, chunk: Chunk, deadline: float | None) -> Outcome:
+        batch = {
+            kind: [item for _, item, _ in entries] for kind, entries in chunk.items()
+        }
         outcome = self.lane.run(
             self.store.write,
-            bars,
-            candles,
+            batch,
             deadline=deadline,
             idle=self._idle,
             cutoff=self._cutoff,
@@ -530,138 +401,91 @@ class Writer(Worker):
         self.stats.nulled.update(outcome.nulled)
         if outcome.rejected:
             self.quarantine.rows(outcome.rejected)
+        self._learn(chunk, outcome)
         return outcome
 
-    def _written(self, bar_items, candle_items, outcome: Outcome) -> None:
+    def _learn(self, chunk: Chunk, outcome: Outcome) -> None:
+        """How far this collector's stored bars now go, per symbol and kind."""
+        rejected = {id(r.item) for r in outcome.rejected}
+        known = self._known
+        for kind, entries in chunk.items():
+            for key, item, _new in entries:
+                if id(item) in rejected:
+                    continue
+                tails = known.setdefault(key[0], {})
+                last = tails.get(kind)
+                if last is None or key[1] > last:
+                    tails[kind] = key[1]
+
+    def _count(self, chunk: Chunk, outcome: Outcome) -> None:
         stats = self.stats
         now = self.clock.now()
-        rejected = {id(r.item[0]) for r in outcome.rejected if r.kind == "second"}
-        known = self._known
-        for key, (bar, _scores, new) in bar_items:
-            # Only drop what was written; a newer revision may have replaced it.
-            if self.pending_bars.get(key, (None,))[0] is bar:
-                del self.pending_bars[key]
-                self._dirty_bars.discard(key)
-            if id(bar) in rejected:
-                continue  # quarantined, not written
-            last, number = known.get(key[0], (None, 0))
-            if last is None or key[1] > last:
-                known[key[0]] = (key[1], number)
-            if not new:
-                stats.revisions_written += 1
-                continue
-            stats.bars_written += 1
-            delay = now - (bar.second + 1)
-            stats.commit_delays.append(delay)
-            stats.delay_histogram.observe(delay)
-            stats.bars_by_symbol[bar.symbol] = (
-                stats.bars_by_symbol.get(bar.symbol, 0) + 1
-            )
-        for key, candle in candle_items:
-            if self.pending_candles.get(key) is candle:
-                del self.pending_candles[key]
-                self._dirty_candles.discard(key)
-            last, number = known.get(key[0], (None, 0))
-            if key[1] > number:
-                known[key[0]] = (last, key[1])
-        stats.candles_written += outcome.candles
-        if bar_items or candle_items:
-            if not self._announced and bar_items:
+        rejected = {id(r.item) for r in outcome.rejected}
+        for kind, entries in chunk.items():
+            for _key, item, new in entries:
+                if id(item) in rejected:
+                    continue  # quarantined, not written
+                if not new:
+                    stats.revisions_written += 1
+                    continue
+                stats.written[kind.name] += 1
+                if kind.width != 1:
+                    continue
+                bar = item[0]
+                delay = now - (bar.second + 1)
+                stats.commit_delays.append(delay)
+                stats.delay_histogram.observe(delay)
+                by_symbol = stats.bars_by_symbol
+                by_symbol[bar.symbol] = by_symbol.get(bar.symbol, 0) + 1
+        if chunk:
+            seconds = [e for kind, es in chunk.items() if kind.width == 1 for e in es]
+            if not self._announced and seconds:
                 self._announced = True
                 logger.info(
                     "✅ first bars stored: %d 1-second bars, up to %s",
-                    len(bar_items),
-                    datetime.fromtimestamp(bar_items[-1][0][1], tz=UTC).strftime(
+                    len(seconds),
+                    datetime.fromtimestamp(seconds[-1][0][1], tz=UTC).strftime(
                         "%H:%M:%S"
                     ),
                 )
             stats.last_commit_at = now
 
-    def _load_spool(self) -> SpoolContents:
-        """The spool's contents; damaged lines are quarantined and left out of the
-        file, once."""
-        contents = self.spool.load()
-        if contents.damaged:
-            self.quarantine.lines(contents.damaged, str(self.spool.path))
-            self.spool.replace(contents)
-            contents.damaged = []
-        return contents
-
     def _replay_spool(self, deadline: float | None) -> None:
-        contents = self._load_spool()
-        bars = [
-            item
-            for key, item in sorted(contents.bars.items(), key=lambda kv: kv[0][1])
-            if key not in self.pending_bars
-        ]
-        candles = [
-            candle
-            for key, candle in sorted(contents.candles.items(), key=lambda kv: kv[0][1])
-            if key not in self.pending_candles
-        ]
-        self._spool_has_more = False
-        written = [0, 0]
-        for start in range(0, max(len(bars), len(candles)), BATCH_ROWS):
-            try:
-                outcome = self._call_store(
-                    bars[start : start + BATCH_ROWS],
-                    candles[start : start + BATCH_ROWS],
-                    deadline,
-                )
-            except BaseException:
-                self._spool_has_more = True  # the rest is still only on disk
-                raise
-            written[0] += outcome.bars
-            written[1] += outcome.candles
-            for bar, _scores in bars[start : start + BATCH_ROWS]:
-                last, number = self._known.get(bar.symbol, (None, 0))
-                if last is None or bar.second > last:
-                    self._known[bar.symbol] = (bar.second, number)
-            for candle in candles[start : start + BATCH_ROWS]:
-                last, number = self._known.get(candle.symbol, (None, 0))
-                self._known[candle.symbol] = (last, max(number, candle.number))
-        self.stats.replayed += written[0] + written[1]
-        if written[0] or written[1]:
+        written = Counter()
+        try:
+            for chunk in self.backlog.replay_chunks(BATCH_ROWS):
+                outcome = self._call_store(chunk, deadline)
+                written.update(outcome.written)
+        except BaseException:
+            self.backlog.spool_has_more = True  # the rest is still only on disk
+            raise
+        self.stats.replayed += sum(written.values())
+        if written:
             logger.info(
-                "♻️ wrote %d bars and %d 100-trade bars from the spool",
-                written[0],
-                written[1],
+                "♻️ wrote from the spool: %s",
+                ", ".join(
+                    f"{written[kind.name]} {kind.label} bars"
+                    for kind in KINDS
+                    if written[kind.name]
+                ),
             )
 
     # Outage and spool ----------------------------------------------------------------
 
-    def _spool_dirty(self, quiet: bool = False) -> int:
-        """Append every pending row changed since it was last spooled."""
-        if self.spool is None or not (self._dirty_bars or self._dirty_candles):
-            return 0
-        records = [
-            encode_bar(*self.pending_bars[key][:2])
-            for key in sorted(self._dirty_bars, key=lambda k: k[1])
-            if key in self.pending_bars
-        ]
-        records += [
-            encode_candle(self.pending_candles[key])
-            for key in sorted(self._dirty_candles, key=lambda k: k[1])
-            if key in self.pending_candles
-        ]
+    def _spool_dirty(self) -> int:
         try:
-            self.spool.append(records)
+            return self.backlog.spool_dirty()
         except OSError as exc:
             self._throttle.log(
                 logging.ERROR,
                 "spool",
-                time.monotonic(),
+                self.clock.monotonic(),
                 "❌ cannot write the spool %s: %s; %d bars held in memory only",
                 self.spool.path,
                 exc,
                 self.waiting,
             )
             return 0
-        self._dirty_bars.clear()
-        self._dirty_candles.clear()
-        self.stats.spooled += len(records)
-        self.stats.spooled_at = time.monotonic()
-        return len(records)
 
     def _enter_outage(self) -> None:
         """From now on every bar is spooled as it arrives, until a write succeeds."""
@@ -669,7 +493,7 @@ class Writer(Worker):
             logger.warning(
                 "💾 bars cannot be written now (%s): %d bars go to the spool %s until "
                 "they can",
-                self.last_error or "database unavailable",
+                self.db_error or "database unavailable",
                 self.waiting,
                 self.spool.path,
             )
@@ -683,10 +507,8 @@ class Writer(Worker):
         if role is Role.WRITER:
             deadline = self._cutoff()
             if deadline == math.inf:  # the aggregator finished without a stop
-                deadline = time.monotonic() + self.shutdown_deadline
-            while (self.waiting or self._spool_has_more) and (
-                time.monotonic() < deadline
-            ):
+                deadline = self.clock.monotonic() + self.shutdown_deadline
+            while not self.backlog.empty and self.clock.monotonic() < deadline:
                 if self.flush(deadline):
                     break
         if not self.waiting:
@@ -699,9 +521,12 @@ class Writer(Worker):
             )
             return
         logger.error(
-            "❌ shutting down with %d bars and %d 100-trade bars not written",
-            len(self.pending_bars),
-            len(self.pending_candles),
+            "❌ shutting down with %s not written",
+            ", ".join(
+                f"{self.backlog.count(kind)} {kind.label} bars"
+                for kind in KINDS
+                if self.backlog.count(kind)
+            ),
         )
 
     def cleanup(self) -> None:

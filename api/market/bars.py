@@ -1,4 +1,5 @@
-"""Trades -> 1-second bars (with revisions) and 100-trade candles. Pure.
+"""Trades -> time-bucketed bars (1 second, 1 minute, ...: with revisions) and
+N-trade candles. Pure.
 
 Both builders are single-threaded: the aggregator thread owns them. Time is passed
 in (epoch seconds as floats); nothing here reads a clock.
@@ -26,9 +27,9 @@ MOMENTUM_SPAN = 5  # seconds looked back by price_momentum_5sec
 
 
 @dataclass(frozen=True, slots=True)
-class SecondBar:
+class TimeBar:
     symbol: str
-    second: int  # epoch second (UTC) the bar starts at
+    second: int  # epoch second (UTC) the bar's bucket starts at
     open: Decimal
     high: Decimal
     low: Decimal
@@ -60,19 +61,55 @@ class TickCandle:
 
 
 class _Bucket:
-    """An open second's trades as parallel lists.
+    """An open bucket's trades as parallel lists, and what an earlier run of the
+    collector had aggregated of it (its seed).
 
     Holding the Decimals and ints rather than the Trades lets each Trade be freed
     at once: thousands of live Trades per second would keep the cyclic garbage
     collector busy (Decimals and ints are not tracked by it).
     """
 
-    __slots__ = ("prices", "sizes", "stamps")
+    __slots__ = ("prices", "sizes", "stamps", "seed")
 
-    def __init__(self, trade: Trade) -> None:
-        self.prices = [trade.price]
-        self.sizes = [trade.size]
-        self.stamps = [trade.ts_ms]
+    def __init__(self, trade: Trade | None) -> None:
+        if trade is None:
+            self.prices, self.sizes, self.stamps = [], [], []
+        else:
+            self.prices = [trade.price]
+            self.sizes = [trade.size]
+            self.stamps = [trade.ts_ms]
+        self.seed: Partial | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """What a bucket that was still open when a run stopped held: exact running
+    totals, carried to the next run so that its bar goes on from them."""
+
+    open: Decimal
+    open_ts: int
+    close: Decimal
+    close_ts: int
+    high: Decimal
+    low: Decimal
+    volume: Decimal
+    pv: Decimal
+    count: int
+
+    def to_list(self) -> list:
+        """Exact, as JSON can hold it (decimals as text)."""
+        return [
+            str(self.open), self.open_ts, str(self.close), self.close_ts,
+            str(self.high), str(self.low), str(self.volume), str(self.pv), self.count,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, values: list) -> "Partial":
+        o, o_ts, c, c_ts, h, low, v, pv, n = values
+        return cls(
+            Decimal(o), int(o_ts), Decimal(c), int(c_ts), Decimal(h), Decimal(low),
+            Decimal(v), Decimal(pv), int(n),
+        )  # fmt: skip
 
 
 class _Acc:
@@ -91,6 +128,14 @@ class _Acc:
     )
 
     def __init__(self, bucket: _Bucket) -> None:
+        if not bucket.stamps:  # only what an earlier run held
+            self._take(bucket.seed)
+            return
+        self._of(bucket)
+        if bucket.seed is not None:
+            self._absorb(bucket.seed)
+
+    def _of(self, bucket: _Bucket) -> None:
         # C builtins over plain lists: this runs once per trade per second.
         prices, sizes, stamps = bucket.prices, bucket.sizes, bucket.stamps
         first_ts, last_ts = min(stamps), max(stamps)
@@ -110,6 +155,26 @@ class _Acc:
         with localcontext(_EXACT):
             self.volume = sum(sizes, _ZERO)
             self.pv = sum(map(mul, prices, sizes), _ZERO)
+
+    def _take(self, seed: "Partial") -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(seed, name))
+
+    def _absorb(self, seed: "Partial") -> None:
+        """The earlier run's trades came first: on a time tie, its open wins and
+        this run's close does."""
+        if seed.open_ts <= self.open_ts:
+            self.open, self.open_ts = seed.open, seed.open_ts
+        if seed.close_ts > self.close_ts:
+            self.close, self.close_ts = seed.close, seed.close_ts
+        self.high = max(self.high, seed.high)
+        self.low = min(self.low, seed.low)
+        self.volume = _EXACT.add(self.volume, seed.volume)
+        self.pv = _EXACT.add(self.pv, seed.pv)
+        self.count += seed.count
+
+    def partial(self) -> "Partial":
+        return Partial(*(getattr(self, name) for name in self.__slots__))
 
     def merge(self, trade: Trade) -> None:
         # The trade arrived after all others: on a ts tie it is not the open but
@@ -154,9 +219,9 @@ class _Kept:
             return self.released[1]
         return None
 
-    def momentum_base(self, second: int) -> Decimal | None:
+    def momentum_base(self, second: int, span: int) -> Decimal | None:
         seconds = self.seconds
-        i = bisect_left(seconds, second - MOMENTUM_SPAN)
+        i = bisect_left(seconds, second - span)
         if i < len(seconds) and seconds[i] < second:
             return self.bars[seconds[i]].close
         return None
@@ -171,26 +236,33 @@ def _percent(new: Decimal, old: Decimal | None) -> Decimal | None:
     )
 
 
-class SecondBars:
-    """Trades -> one bar per (symbol, UTC second of the exchange timestamp).
+class TimeBars:
+    """Trades -> one bar per (symbol, bucket of `width` seconds of the exchange
+    timestamp, aligned to the epoch).
 
-    A second closes once the wall clock passes its end plus `grace`. A trade for a
-    closed second within `revision_window` is merged into the kept bar, which is
-    emitted again with revision=True; an older one is dropped and counted.
+    A bucket closes once the wall clock passes its end plus `grace`. A trade for a
+    closed bucket within `revision_window` of its end is merged into the kept bar,
+    which is emitted again with revision=True; an older one is dropped and counted.
     """
 
-    def __init__(self, grace: float = 2.0, revision_window: float = 300.0) -> None:
+    def __init__(
+        self, grace: float = 2.0, revision_window: float = 300.0, width: int = 1
+    ) -> None:
         if grace < 0 or revision_window < 0:
             raise ValueError("grace and revision_window must not be negative")
+        if width < 1 or int(width) != width:
+            raise ValueError("width must be a whole number of seconds")
         self.grace = grace
         self.revision_window = revision_window
+        self.width = int(width)
+        self._momentum_span = MOMENTUM_SPAN * self.width
         # Kept a little past the window so a revised bar at its edge still sees
         # the bars its price_change/momentum are computed from.
-        self._keep_for = revision_window + MOMENTUM_SPAN + 1
+        self._keep_for = revision_window + (MOMENTUM_SPAN + 1) * self.width
         self._open: dict[str, dict[int, _Bucket]] = {}
         self._n_open = 0
         self._min_open: float = math.inf
-        self._closed_below: float = -math.inf  # every second below this is closed
+        self._closed_below: float = -math.inf  # every bucket below this is closed
         self._kept: dict[str, _Kept] = {}
         self._n_kept = 0
         self._dirty: set[tuple[str, int]] = set()
@@ -202,7 +274,8 @@ class SecondBars:
 
     def add(self, trade: Trade, now: float) -> None:
         ts = trade.ts_ms
-        second = ts // 1000
+        width = self.width
+        second = ts // 1000 if width == 1 else ts // 1000 // width * width
         if second >= self._closed_below:
             if ts > (now + FUTURE_LIMIT) * 1000:
                 # A bad exchange clock must not create a bucket that never closes.
@@ -225,7 +298,7 @@ class SecondBars:
         self._add_late(trade, second, now)
 
     def _add_late(self, trade: Trade, second: int, now: float) -> None:
-        if now - (second + 1) > self.revision_window:
+        if now - (second + self.width) > self.revision_window:
             self.dropped_too_late += 1
             return
         kept = self._kept.get(trade.symbol)
@@ -242,14 +315,14 @@ class SecondBars:
         self._dirty.add((trade.symbol, second))
         self.late_trades += 1
 
-    def close_until(self, now: float) -> list[SecondBar]:
-        """Close seconds whose end + grace <= now; then emit pending revisions."""
+    def close_until(self, now: float) -> list[TimeBar]:
+        """Close buckets whose end + grace <= now; then emit pending revisions."""
         if now != now:  # NaN: no answer about time, close nothing
             return []
         watermark = self._watermark(now)
         if watermark > self._closed_below:
             self._closed_below = watermark
-        out: list[SecondBar] = []
+        out: list[TimeBar] = []
         if self._min_open < self._closed_below:
             self._close_buckets(out)
         if self._dirty:
@@ -262,19 +335,21 @@ class SecondBars:
         return out
 
     def _watermark(self, now: float) -> float:
-        # The smallest second s with s + 1 + grace > now, checked exactly.
+        # The smallest bucket start b with b + width + grace > now, checked
+        # exactly; every bucket below it is closed.
         if now == math.inf:
             return math.inf
         if now == -math.inf:
             return -math.inf
-        s = math.floor(now - 1 - self.grace)
-        while s + 1 + self.grace > now:
-            s -= 1
-        while s + 2 + self.grace <= now:
-            s += 1
-        return s + 1
+        w, grace = self.width, self.grace
+        k = math.floor((now - grace) / w)
+        while (k - 1) * w + w + grace > now:
+            k -= 1
+        while k * w + w + grace <= now:
+            k += 1
+        return k * w
 
-    def _close_buckets(self, out: list[SecondBar]) -> None:
+    def _close_buckets(self, out: list[TimeBar]) -> None:
         limit = self._closed_below
         closing: list[tuple[int, str, _Bucket]] = []
         min_open = math.inf
@@ -297,7 +372,7 @@ class SecondBars:
             out.append(self._emit(symbol, second, revision=False))
         self.bars_closed += len(closing)
 
-    def _emit(self, symbol: str, second: int, revision: bool) -> SecondBar:
+    def _emit(self, symbol: str, second: int, revision: bool) -> TimeBar:
         # A revision recomputes only its own change/momentum; later bars keep the
         # values they were emitted with (cascading would rewrite many stored rows
         # for one late print).
@@ -306,7 +381,7 @@ class SecondBars:
         vwap = None
         if acc.volume:
             vwap = _EXACT.quantize(_EXACT.divide(acc.pv, acc.volume), _VWAP)
-        return SecondBar(
+        return TimeBar(
             symbol=symbol,
             second=second,
             open=acc.open,
@@ -319,7 +394,9 @@ class SecondBars:
             first_ts_ms=acc.open_ts,
             last_ts_ms=acc.close_ts,
             price_change_1sec=_percent(acc.close, kept.previous_close(second)),
-            price_momentum_5sec=_percent(acc.close, kept.momentum_base(second)),
+            price_momentum_5sec=_percent(
+                acc.close, kept.momentum_base(second, self._momentum_span)
+            ),
             revision=revision,
         )
 
@@ -336,6 +413,29 @@ class SecondBars:
                 del kept.bars[second]
             del seconds[:n]
             self._n_kept -= n
+
+    def partials(self, now: float) -> dict[tuple[str, int], Partial]:
+        """The buckets that have not ended at `now`, as exact running totals: what
+        a stopping run hands to the next (see seed())."""
+        return {
+            (symbol, start): _Acc(bucket).partial()
+            for symbol, buckets in self._open.items()
+            for start, bucket in buckets.items()
+            if start + self.width > now
+        }
+
+    def seed(self, symbol: str, start: int, partial: Partial) -> None:
+        """Go on with a bucket an earlier run left open: its bar will hold the
+        earlier trades as well as this run's."""
+        if start % self.width:
+            raise ValueError("a seed must start on a bucket boundary")
+        buckets = self._open.setdefault(symbol, {})
+        bucket = buckets.get(start)
+        if bucket is None:
+            bucket = buckets[start] = _Bucket(None)
+            self._n_open += 1
+            self._min_open = min(self._min_open, start)
+        bucket.seed = partial
 
     def open_seconds(self) -> int:
         return self._n_open

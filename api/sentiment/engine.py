@@ -5,13 +5,10 @@ bar wait, and no score is chained through database rows."""
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from datetime import UTC, datetime
 
-from api.collector.clock import Clock
-from api.collector.throttle import LogThrottle
-from api.collector.worker import Worker
+from api.pipeline.messages import Closes, Trades
 from api.redact import mask_token
 from api.sentiment.flow import FlowWindow
 from api.sentiment.holder import LatestScores
@@ -23,6 +20,9 @@ from api.sentiment.scoring import (
     news_score,
     technical_momentum,
 )
+from api.workers.clock import Clock
+from api.workers.throttle import LogThrottle
+from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -86,30 +86,30 @@ class SentimentEngine(Worker):
         self._throttle = LogThrottle(logger)
 
     def work(self) -> None:
-        next_log = time.monotonic() + 10
+        next_log = self.clock.monotonic() + 10
         while not self.stop.is_set():
-            started = time.monotonic()
+            started = self.clock.monotonic()
             self.drain()
             self.compute_all(self.clock.now())
-            if self.verbose and time.monotonic() >= next_log:
+            if self.verbose and self.clock.monotonic() >= next_log:
                 next_log += 10
                 logger.info("💚 sentiment: %s", self.describe())
-            self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self.stop.wait(max(0.0, self.interval - (self.clock.monotonic() - started)))
 
     def drain(self) -> None:
-        """Take the closes and trades the aggregator handed over."""
+        """Take the closes and trades the aggregator published."""
         while True:
             try:
-                kind, items = self.inbox.get_nowait()
+                message = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if kind == "closes":
-                for symbol, second, close in items:
+            if isinstance(message, Closes):
+                for symbol, second, close in message.closes:
                     state = self.state.get(symbol)
                     if state is not None:
                         state.closes.append((float(second), float(close)))
-            else:
-                for trade in items:
+            elif isinstance(message, Trades):
+                for trade in message.trades:
                     state = self.state.get(trade.symbol)
                     if state is not None:
                         state.flow.add(
@@ -127,7 +127,7 @@ class SentimentEngine(Worker):
                 self._throttle.log(
                     logging.ERROR,
                     f"sentiment {symbol}",
-                    time.monotonic(),
+                    self.clock.monotonic(),
                     "❌ sentiment for %s failed: %r",
                     symbol,
                     exc,
@@ -240,7 +240,7 @@ class NewsPoller(Worker):
                 self._throttle.log(
                     logging.ERROR,
                     f"news {symbol}",
-                    time.monotonic(),
+                    self.clock.monotonic(),
                     "❌ news for %s failed unexpectedly: %s",
                     symbol,
                     mask_token(repr(exc)),

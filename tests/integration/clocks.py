@@ -3,7 +3,7 @@
 import threading
 import time
 
-from api.collector.clock import Clock
+from api.workers.clock import Clock
 
 
 class SteerableClock(Clock):

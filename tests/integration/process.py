@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from api.collector.simulator import FeedServer
+from api.simulator import FeedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,13 +13,15 @@ def _size(trade: dict) -> Decimal:
     return _num(trade["v"] if "v" in trade else trade["q"])
 
 
-def second_bars(trades: list[dict], start_second: int = 0) -> dict:
-    """{(symbol, second): (open, high, low, close, volume, count)}"""
+def second_bars(trades: list[dict], start_second: int = 0, width: int = 1) -> dict:
+    """{(symbol, bucket start): (open, high, low, close, volume, count)} for
+    buckets of `width` seconds; trades stamped before `start_second` left out."""
     groups: dict[tuple[str, int], list[tuple[int, int, dict]]] = defaultdict(list)
     for arrival, trade in enumerate(trades):
         second = int(trade["t"]) // 1000
         if second >= start_second:
-            groups[(trade["s"], second)].append((int(trade["t"]), arrival, trade))
+            bucket = second // width * width
+            groups[(trade["s"], bucket)].append((int(trade["t"]), arrival, trade))
     bars = {}
     for key, items in groups.items():
         items.sort(key=lambda item: (item[0], item[1]))
@@ -70,6 +72,27 @@ def stored_second_bars() -> dict:
             row.ohlc_1sec_close,
             row.ohlc_1sec_volume,
             row.ohlc_1sec_tick_count,
+        )
+        for row in rows
+    }
+
+
+def minute_bars(trades: list[dict], start_second: int = 0) -> dict:
+    return second_bars(trades, start_second, width=60)
+
+
+def stored_minute_bars() -> dict:
+    from api.models import MinuteSnapshot
+
+    rows = MinuteSnapshot.objects.select_related("ticker")
+    return {
+        (row.ticker.symbol, int(row.timestamp.timestamp())): (
+            row.open,
+            row.high,
+            row.low,
+            row.close,
+            row.volume,
+            row.tick_count,
         )
         for row in rows
     }

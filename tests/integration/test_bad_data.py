@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from api.collector.spool import Spool, encode_bar, encode_candle
-from api.market.bars import SecondBar, TickCandle
+from api.collector.spool import Spool
+from api.market.bars import TickCandle, TimeBar
 from api.models import SecondSnapshot
+from api.pipeline.kinds import SECOND, TICK100
 from tests.integration import reference
 from tests.integration.test_collector import collector, feed, received
 from tests.waiting import wait_until
@@ -104,16 +105,28 @@ def test_it_quarantines_bars_no_column_can_hold_and_stores_all_the_rest(tmp_path
         for r in records
         if r["kind"] == "tick100"
     } == bad_candles
+    bad_minutes = {(symbol, second // 60 * 60) for symbol, second in bad_seconds}
+    assert {
+        (r["record"]["sym"], r["record"]["sec"])
+        for r in records
+        if r["kind"] == "minute"
+    } == bad_minutes
+    assert reference.stored_minute_bars() == {
+        k: v
+        for k, v in reference.minute_bars(sent, start).items()
+        if k not in bad_minutes
+    }
     assert all("does not fit numeric(24,10)" in r["reason"] for r in records)
     assert app.writer.quarantine.counts == {
         "second": len(bad_seconds),
+        "minute": len(bad_minutes),
         "tick100": len(bad_candles),
     }
 
 
-def old_bar(second: int) -> SecondBar:
+def old_bar(second: int) -> TimeBar:
     price = Decimal("101.25")
-    return SecondBar(
+    return TimeBar(
         "AAPL", second, price, price, price, price, Decimal(7), 1, price,
         second * 1000, second * 1000, None, None, False,
     )  # fmt: skip
@@ -123,13 +136,16 @@ def test_it_writes_a_damaged_spool_keeping_what_is_good_and_quarantining_the_res
     tmp_path,
 ):
     then = int(time.time()) - 3600
-    good = [encode_bar(old_bar(then), None), encode_bar(old_bar(then + 1), None)]
+    good = [
+        SECOND.encode((old_bar(then), None)),
+        SECOND.encode((old_bar(then + 1), None)),
+    ]
     candle = TickCandle(
         "AAPL", 7, Decimal(1), Decimal(2), Decimal("0.5"), Decimal("1.5"),
         Decimal(300), 100, then * 1000, then * 1000 + 900, Decimal("0.9"),
         then * 1000 + 900,
     )  # fmt: skip
-    unstorable = encode_bar(old_bar(10**13), None)  # a second far out of range
+    unstorable = SECOND.encode((old_bar(10**13), None))  # a second far out of range
     spool = Spool(tmp_path)
     spool.append([good[0], unstorable])
     text = spool.path.read_text()
@@ -138,7 +154,7 @@ def test_it_writes_a_damaged_spool_keeping_what_is_good_and_quarantining_the_res
         + "{not json at all\n"
         + json.dumps(good[1])
         + "\n"
-        + json.dumps(encode_candle(candle))
+        + json.dumps(TICK100.encode(candle))
         + "\n"
         + json.dumps(good[1])[:40]  # a record torn by a crash, no newline
     )

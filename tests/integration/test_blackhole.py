@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.collector.simulator import FeedServer, SimOptions
 from api.models import SecondSnapshot, TickCandle100
+from api.simulator import FeedServer, SimOptions
 from tests.integration import reference
 from tests.integration.process import free_port, healthz, start_collector
 from tests.waiting import wait_until

@@ -13,7 +13,7 @@ from django.db import connection
 
 from api.collector.feed import FeedPolicy
 from api.collector.runtime import Collector, CollectorConfig
-from api.collector.simulator import FeedServer, SimOptions
+from api.simulator import FeedServer, SimOptions
 from tests.integration import reference
 from tests.waiting import wait_until
 
@@ -247,7 +247,7 @@ def test_it_stops_with_a_non_zero_exit_when_a_worker_crashes(monkeypatch, caplog
     def broken(self, batch, out):
         raise RuntimeError("bug in the aggregator")
 
-    monkeypatch.setattr(Aggregator, "ingest", broken)
+    monkeypatch.setattr(Aggregator, "take", broken)
     with feed(rate=200, seed=61) as server:
         with collector(server) as app:
             assert app.stop.wait(10), "a crashed worker must stop the collector"

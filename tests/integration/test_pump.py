@@ -16,7 +16,7 @@ import pytest
 import websocket
 
 from api.collector.pump import Pump, RemoteSocket
-from api.collector.simulator import FeedServer
+from api.simulator import FeedServer
 from tests.integration.proxy import TcpProxy
 from tests.integration.test_collector import feed
 from tests.waiting import wait_until

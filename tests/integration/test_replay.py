@@ -3,6 +3,7 @@
 import json
 import random
 from datetime import UTC, datetime
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from api.collector.journal import Journal
+from api.market.bars import Partial
 from api.models import SecondSnapshot, TickCandle100, Ticker
+from api.pipeline.kinds import MINUTE
 from tests.integration.reference import (
     second_bars,
+    stored_minute_bars,
     stored_second_bars,
     stored_tick_candles,
     tick_candles,
@@ -53,7 +57,14 @@ def build_stream() -> tuple[list[tuple], list[dict]]:
                     },
                     # Its partial 100-trade bars were saved at stop and continued.
                     {"AAPL": aapl % 100, "MSFT": msft % 100},
-                )
+                    # So was the minute both runs share: it goes on from there.
+                    {
+                        MINUTE: {
+                            ("AAPL", S0): open_minute(trades, "AAPL"),
+                            ("MSFT", S0): open_minute(trades, "MSFT"),
+                        }
+                    },
+                )  # fmt: skip
             )
             # Stamped before the run started: the live aggregator leaves that
             # second to the run before, but counts the trade for 100-trade bars.
@@ -89,6 +100,20 @@ def build_stream() -> tuple[list[tuple], list[dict]]:
     return events, trades
 
 
+def open_minute(trades: list[dict], symbol: str) -> Partial:
+    """What a run that stopped holding these trades had of minute S0."""
+    mine = [(t["t"], n, t) for n, t in enumerate(trades) if t["s"] == symbol]
+    first = min(mine, key=lambda x: (x[0], x[1]))
+    last = max(mine, key=lambda x: (x[0], x[1]))
+    prices = [Decimal(str(t["p"])) for _, _, t in mine]
+    sizes = [Decimal(t["v"]) for _, _, t in mine]
+    return Partial(
+        Decimal(str(first[2]["p"])), first[0], Decimal(str(last[2]["p"])), last[0],
+        max(prices), min(prices), sum(sizes),
+        sum(p * v for p, v in zip(prices, sizes, strict=True)), len(mine),
+    )  # fmt: skip
+
+
 EVENTS, TRADES = build_stream()
 STALE = {"s": "AAPL", "p": 151.0, "v": 3, "t": (S0 + 8) * 1000 + 900}
 FRAMES = [event for event in EVENTS if event[0] == "frame"]
@@ -101,7 +126,12 @@ def journal_dir(tmp_path_factory) -> Path:
     journal = Journal(directory, flush_interval=None, flush_records=200)
     for kind, received, *rest in EVENTS:
         if kind == "mark":
-            journal.mark_start(rest[0], received_at=received, carried=rest[1])
+            journal.mark_start(
+                rest[0],
+                received_at=received,
+                carried=rest[1],
+                seeds=rest[2] if len(rest) > 2 else None,
+            )
         else:
             journal.record(rest[0], received)
     journal.close()
@@ -111,6 +141,11 @@ def journal_dir(tmp_path_factory) -> Path:
 def expected_bars() -> dict:
     run2 = TRADES.index(STALE)
     return second_bars(TRADES[:run2] + TRADES[run2 + 1 :])
+
+
+def expected_minutes() -> dict:
+    run2 = TRADES.index(STALE)
+    return second_bars(TRADES[:run2] + TRADES[run2 + 1 :], width=60)
 
 
 def expected_candles() -> dict:
@@ -146,8 +181,16 @@ def test_it_writes_the_start_marks_where_the_runs_began(journal_dir):
 
     marks = [e for e in read_entries(journal_dir) if type(e) is StartMark]
 
-    assert [(m.received_at, m.next_candle, m.carried) for m in marks] == MARKS
-    assert MARKS[1][1:] == ({"AAPL": 59, "MSFT": 2}, {"AAPL": 7, "MSFT": 4})
+    assert [(m.received_at, m.next_candle, m.carried) for m in marks] == [
+        mark[:3] for mark in MARKS
+    ]
+    assert marks[1].seeds == {
+        "minute": [
+            [symbol, S0, *partial.to_list()]
+            for (symbol, _), partial in MARKS[1][3][MINUTE].items()
+        ]
+    }
+    assert MARKS[1][1:3] == ({"AAPL": 59, "MSFT": 2}, {"AAPL": 7, "MSFT": 4})
 
 
 def test_it_rebuilds_exactly_the_bars_of_the_stream(journal_dir):
@@ -171,8 +214,11 @@ def test_it_rebuilds_exactly_the_bars_of_the_stream(journal_dir):
     assert output == (
         f"frames {len(FRAMES)}, trades 602, malformed 1, ignored 2, runs 2, "
         f"bars {len(expected_bars())}, revisions 1, candles 6, before start 1, "
-        "dropped late 0\n"
+        "dropped late 0, 1-minute bars 4, rejected 0\n"
     )
+    # The minute both runs share holds the trades of both (the second run went
+    # on from what the first had), as live.
+    assert stored_minute_bars() == expected_minutes()
 
 
 def test_it_changes_nothing_when_replayed_again(journal_dir):

@@ -13,12 +13,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from api.collector.clock import Clock
 from api.collector.runtime import Collector, CollectorConfig
 from api.models import SecondSnapshot
 from api.sentiment import engine as engine_module
 from api.sentiment.engine import NewsPoller
 from api.sentiment.news import NewsClient
+from api.workers.clock import Clock
 from tests.integration.clocks import SteerableClock
 from tests.integration.test_collector import FAST, feed, wait_until
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from api.collector.simulator import FeedServer, SimOptions
+from api.simulator import FeedServer, SimOptions
 from tests.integration import reference
 from tests.integration.process import ROOT, database_url, free_port, start_collector
 

@@ -9,19 +9,21 @@ import pytest
 
 from django.db import connection
 
-from api.collector import store as store_module
-from api.collector.database import CallTimeout, DatabaseLane
-from api.collector.store import Store
-from api.market.bars import SecondBar, TickCandle
+from api.collector.database import DatabaseLane
+from api.market.bars import TickCandle, TimeBar
 from api.models import SecondSnapshot, TickCandle100
+from api.pipeline import store as store_module
+from api.pipeline.errors import CallTimeout
+from api.pipeline.kinds import SECOND, TICK100
+from api.pipeline.store import Store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def bar(second: int, price: str = "101.5") -> tuple[SecondBar, None]:
+def bar(second: int, price: str = "101.5") -> tuple[TimeBar, None]:
     p = Decimal(price)
     return (
-        SecondBar(
+        TimeBar(
             "AAPL", second, p, p, p, p, Decimal(3), 1, None, 0, 0, None, None, False
         ),
         None,
@@ -46,13 +48,13 @@ def test_it_isolates_the_rows_the_database_refuses_and_writes_the_rest(monkeypat
         for s in range(1_700_000_000, 1_700_000_040)
     ]
     candles = [candle(n, "1E15" if n == 3 else "101.5") for n in range(1, 6)]
-    outcome = Store("eodhd_ws").write(bars, candles)
-    assert {r.item[0].second for r in outcome.rejected if r.kind == "second"} == (
+    outcome = Store("eodhd_ws").write({SECOND: bars, TICK100: candles})
+    assert {r.item[0].second for r in outcome.rejected if r.kind is SECOND} == (
         bad_seconds
     )
-    assert [r.item.number for r in outcome.rejected if r.kind == "tick100"] == [3]
+    assert [r.item.number for r in outcome.rejected if r.kind is TICK100] == [3]
     assert all("numeric field overflow" in r.reason for r in outcome.rejected)
-    assert (outcome.bars, outcome.candles) == (38, 4)
+    assert outcome.written == {"second": 38, "tick100": 4}
     stored = {int(t.timestamp()) for t in SecondSnapshot.objects.values_list(
         "timestamp", flat=True
     )}  # fmt: skip
@@ -69,13 +71,13 @@ def test_it_isolates_the_rows_the_database_refuses_and_writes_the_rest(monkeypat
 
 def test_it_rejects_what_no_column_can_hold_before_any_statement():
     outcome = Store("eodhd_ws").write(
-        [bar(1_700_000_000), bar(1_700_000_001, "1E-12"), bar(10**13)], []
+        {SECOND: [bar(1_700_000_000), bar(1_700_000_001, "1E-12"), bar(10**13)]}
     )
     reasons = sorted(r.reason for r in outcome.rejected)
     assert len(reasons) == 2
     assert "does not fit numeric(24,10)" in reasons[0]
     assert "out of range" in reasons[1]
-    assert outcome.bars == 1 and outcome.statements == 1
+    assert outcome.written == {"second": 1} and outcome.statements == 1
     assert SecondSnapshot.objects.count() == 1
 
 
@@ -103,3 +105,30 @@ def test_it_cuts_a_call_short_when_the_caller_must_stop():
     assert time.monotonic() - began < 2.0
     release.set()
     lane.close()
+
+
+@pytest.mark.postgres  # SQLite caps parameters per statement: it splits inserts
+def test_it_sends_one_upsert_per_kind_and_write_whatever_the_number_of_bars():
+    from django.test.utils import CaptureQueriesContext
+
+    from api.pipeline.kinds import MINUTE
+
+    store = Store("eodhd_ws")
+    store.ticker_id("AAPL")  # looked up once, then cached
+    minutes = [bar(s) for s in range(1_700_000_040, 1_700_000_040 + 300, 60)]
+    batch = {
+        SECOND: [bar(s) for s in range(1_700_000_000, 1_700_000_500)],
+        MINUTE: minutes,
+        TICK100: [candle(n) for n in range(1, 21)],
+    }
+    with CaptureQueriesContext(connection) as queries:
+        outcome = store.write(batch)
+    statements = [q["sql"].split(" (", 1)[0] for q in queries.captured_queries]
+    assert all("ON CONFLICT" in q["sql"] for q in queries.captured_queries)
+    assert statements == [
+        'INSERT INTO "api_second_snapshot"',
+        'INSERT INTO "api_minute_snapshot"',
+        'INSERT INTO "api_tick_candle_100"',
+    ]
+    assert outcome.statements == 3
+    assert outcome.written == {"second": 500, "minute": 5, "tick100": 20}

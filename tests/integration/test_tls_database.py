@@ -13,7 +13,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 
-from api.collector.simulator import FeedServer, SimOptions
+from api.simulator import FeedServer, SimOptions
 from tests.integration import reference
 from tests.integration.pgcluster import available, tls_cluster
 from tests.integration.process import ROOT, start_collector

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from api.collector.simulator import FeedServer, SimOptions
 from api.models import SecondSnapshot
+from api.simulator import FeedServer, SimOptions
 from tests.integration import reference
 from tests.integration.process import start_collector
 from tests.waiting import wait_until

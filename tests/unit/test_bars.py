@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from api.market.bars import SecondBar, SecondBars, TickBars, TickCandle
+from api.market.bars import TickBars, TickCandle, TimeBar, TimeBars
 from api.market.messages import Trade
 
 S = 1_790_000_000  # an epoch second used as the base of every test
@@ -14,11 +14,11 @@ def trade(ms: int, price: str, size: str = "1", symbol: str = "AAPL") -> Trade:
     return Trade(symbol, D(price), D(size), S * 1000 + ms)
 
 
-# -- SecondBars: bucketing and values ------------------------------------------
+# -- TimeBars: bucketing and values ------------------------------------------
 
 
 def test_it_puts_a_trade_on_the_boundary_into_the_new_second():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(999, "10"), now=S + 1)
     bars.add(trade(1000, "11"), now=S + 1)
     closed = bars.close_until(S + 10)
@@ -29,7 +29,7 @@ def test_it_puts_a_trade_on_the_boundary_into_the_new_second():
 
 
 def test_it_builds_a_bar_from_out_of_order_trades():
-    bars = SecondBars()
+    bars = TimeBars()
     for t in [
         trade(500, "10.5", "2"),
         trade(100, "10.1", "1"),  # earliest: the open
@@ -40,7 +40,7 @@ def test_it_builds_a_bar_from_out_of_order_trades():
         bars.add(t, now=S + 1)
     [bar] = bars.close_until(S + 3)
     # sum(p*v) = 21 + 10.1 + 32.7 + 39.2 + 112 = 215.0; volume 20
-    assert bar == SecondBar(
+    assert bar == TimeBar(
         symbol="AAPL",
         second=S,
         open=D("10.1"),
@@ -59,7 +59,7 @@ def test_it_builds_a_bar_from_out_of_order_trades():
 
 
 def test_it_breaks_timestamp_ties_by_arrival():
-    bars = SecondBars()
+    bars = TimeBars()
     for t in [
         trade(200, "1"),
         trade(200, "2"),  # same ts as the first: the first arrived opens
@@ -74,7 +74,7 @@ def test_it_breaks_timestamp_ties_by_arrival():
 
 
 def test_it_sums_fractional_volumes_exactly():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(1, "100", "0.1"), now=S)
     bars.add(trade(2, "100", "0.2"), now=S)
     [bar] = bars.close_until(S + 3)
@@ -84,7 +84,7 @@ def test_it_sums_fractional_volumes_exactly():
 
 
 def test_it_computes_vwap_to_ten_places():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(1, "10", "1"), now=S)
     bars.add(trade(2, "11", "2"), now=S)
     [bar] = bars.close_until(S + 3)
@@ -93,7 +93,7 @@ def test_it_computes_vwap_to_ten_places():
 
 
 def test_it_gives_no_vwap_when_all_sizes_are_zero():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(1, "10", "0"), now=S)
     [bar] = bars.close_until(S + 3)
     assert bar.volume == 0
@@ -102,7 +102,7 @@ def test_it_gives_no_vwap_when_all_sizes_are_zero():
 
 
 def test_it_keeps_symbols_apart_and_orders_output_by_second():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(1500, "20", symbol="MSFT"), now=S + 2)
     bars.add(trade(100, "10", symbol="TSLA"), now=S + 2)
     bars.add(trade(200, "30", symbol="AAPL"), now=S + 2)
@@ -114,11 +114,11 @@ def test_it_keeps_symbols_apart_and_orders_output_by_second():
     ]
 
 
-# -- SecondBars: closing -----------------------------------------------------
+# -- TimeBars: closing -----------------------------------------------------
 
 
 def test_it_closes_a_second_exactly_at_its_end_plus_grace():
-    bars = SecondBars(grace=2.0)
+    bars = TimeBars(grace=2.0)
     bars.add(trade(500, "10"), now=S + 0.5)
     assert bars.close_until(S + 2.999) == []  # end (S+1) + grace - epsilon
     assert bars.open_seconds() == 1
@@ -129,14 +129,14 @@ def test_it_closes_a_second_exactly_at_its_end_plus_grace():
 
 
 def test_it_honours_a_configured_grace():
-    bars = SecondBars(grace=0.5)
+    bars = TimeBars(grace=0.5)
     bars.add(trade(500, "10"), now=S + 0.5)
     assert bars.close_until(S + 1.49) == []
     assert len(bars.close_until(S + 1.5)) == 1
 
 
 def test_it_takes_a_trade_arriving_late_but_before_the_close():
-    bars = SecondBars(grace=2.0)
+    bars = TimeBars(grace=2.0)
     bars.add(trade(100, "10"), now=S + 0.2)
     bars.add(trade(50, "9"), now=S + 2.9)  # late print, second still open
     [bar] = bars.close_until(S + 3)
@@ -145,7 +145,7 @@ def test_it_takes_a_trade_arriving_late_but_before_the_close():
 
 
 def test_it_emits_nothing_for_seconds_without_trades():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(100, "10"), now=S)
     bars.add(trade(5100, "11"), now=S + 5)
     closed = bars.close_until(S + 20)
@@ -154,7 +154,7 @@ def test_it_emits_nothing_for_seconds_without_trades():
 
 
 def test_it_emits_each_bar_once():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(100, "10"), now=S)
     assert len(bars.close_until(S + 3)) == 1
     assert bars.close_until(S + 4) == []
@@ -162,7 +162,7 @@ def test_it_emits_each_bar_once():
 
 
 def test_it_closes_everything_at_infinity():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(100, "10"), now=S)
     bars.add(trade(9100, "11"), now=S + 9)
     closed = bars.close_until(float("inf"))
@@ -171,11 +171,11 @@ def test_it_closes_everything_at_infinity():
     assert bars.retained() == 0
 
 
-# -- SecondBars: late trades and revisions -------------------------------------
+# -- TimeBars: late trades and revisions -------------------------------------
 
 
 def test_it_revises_a_closed_bar_with_a_late_trade():
-    bars = SecondBars(grace=2.0, revision_window=300.0)
+    bars = TimeBars(grace=2.0, revision_window=300.0)
     bars.add(trade(200, "10", "1"), now=S + 0.2)
     bars.add(trade(600, "12", "1"), now=S + 0.6)
     [original] = bars.close_until(S + 3)
@@ -188,7 +188,7 @@ def test_it_revises_a_closed_bar_with_a_late_trade():
     assert bars.late_trades == 2
     [revised] = bars.close_until(S + 8.1)
     # sum(p*v) = 10 + 12 + 18 + 5.5 = 45.5; volume 4.5; vwap 10.1111...
-    assert revised == SecondBar(
+    assert revised == TimeBar(
         symbol="AAPL",
         second=S,
         open=D("11"),
@@ -209,7 +209,7 @@ def test_it_revises_a_closed_bar_with_a_late_trade():
 
 
 def test_a_late_trade_with_the_latest_timestamp_becomes_the_close():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(900, "10"), now=S + 1)
     bars.close_until(S + 3)
     bars.add(trade(900, "13"), now=S + 4)  # ties the close's ts, arrived last
@@ -218,7 +218,7 @@ def test_a_late_trade_with_the_latest_timestamp_becomes_the_close():
 
 
 def test_several_late_trades_make_one_revision():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(100, "10"), now=S)
     bars.close_until(S + 3)
     for ms in (200, 300, 400):
@@ -230,7 +230,7 @@ def test_several_late_trades_make_one_revision():
 
 
 def test_a_late_trade_into_an_empty_closed_second_emits_a_revision():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(100, "10"), now=S)
     bars.close_until(S + 5)  # seconds S..S+2 closed; S+1 had no trade
     bars.add(trade(1500, "11"), now=S + 5)
@@ -245,7 +245,7 @@ def test_a_late_trade_into_an_empty_closed_second_emits_a_revision():
 
 
 def test_it_drops_a_trade_older_than_the_window_and_counts_it():
-    bars = SecondBars(grace=2.0, revision_window=300.0)
+    bars = TimeBars(grace=2.0, revision_window=300.0)
     bars.add(trade(100, "10"), now=S)
     bars.close_until(S + 3)
     bars.add(trade(200, "99"), now=S + 1 + 300)  # exactly at the window: merged
@@ -257,7 +257,7 @@ def test_it_drops_a_trade_older_than_the_window_and_counts_it():
 
 
 def test_it_drops_a_trade_far_in_the_future():
-    bars = SecondBars()
+    bars = TimeBars()
     bars.add(trade(60_000, "10"), now=S)  # exactly now + 60 s: kept
     bars.add(trade(60_001, "10"), now=S)
     bars.add(trade(3_600_000, "10"), now=S)
@@ -266,7 +266,7 @@ def test_it_drops_a_trade_far_in_the_future():
 
 
 def test_it_releases_kept_bars_after_the_window():
-    bars = SecondBars(grace=2.0, revision_window=300.0)
+    bars = TimeBars(grace=2.0, revision_window=300.0)
     bars.add(trade(100, "10"), now=S)
     bars.add(trade(1100, "10"), now=S + 1)
     bars.close_until(S + 5)
@@ -282,7 +282,7 @@ def test_it_releases_kept_bars_after_the_window():
 
 
 def test_it_keeps_memory_bounded_over_a_long_run():
-    bars = SecondBars(grace=2.0, revision_window=10.0)
+    bars = TimeBars(grace=2.0, revision_window=10.0)
     for second in range(1000):
         bars.add(trade(second * 1000 + 1, "10"), now=S + second)
         bars.close_until(S + second + 0.5)
@@ -292,17 +292,17 @@ def test_it_keeps_memory_bounded_over_a_long_run():
     assert bars.retained() <= 17
 
 
-# -- SecondBars: price change and momentum --------------------------------------
+# -- TimeBars: price change and momentum --------------------------------------
 
 
-def closes(bars: SecondBars, prices: dict[int, str]) -> list[SecondBar]:
+def closes(bars: TimeBars, prices: dict[int, str]) -> list[TimeBar]:
     for offset, price in prices.items():
         bars.add(trade(offset * 1000 + 500, price), now=S + offset)
     return bars.close_until(S + max(prices) + 10)
 
 
 def test_it_computes_price_change_against_the_previous_bar():
-    out = closes(SecondBars(), {0: "100", 1: "101", 3: "99.99"})
+    out = closes(TimeBars(), {0: "100", 1: "101", 3: "99.99"})
     assert [b.price_change_1sec for b in out] == [
         None,
         D("1.000000"),
@@ -312,9 +312,7 @@ def test_it_computes_price_change_against_the_previous_bar():
 
 
 def test_it_computes_momentum_from_the_oldest_bar_in_the_last_five_seconds():
-    out = closes(
-        SecondBars(), {0: "100", 1: "110", 2: "120", 5: "90", 6: "99", 7: "200"}
-    )
+    out = closes(TimeBars(), {0: "100", 1: "110", 2: "120", 5: "90", 6: "99", 7: "200"})
     momentum = {b.second - S: b.price_momentum_5sec for b in out}
     assert momentum == {
         0: None,
@@ -327,13 +325,13 @@ def test_it_computes_momentum_from_the_oldest_bar_in_the_last_five_seconds():
 
 
 def test_it_has_no_momentum_when_the_last_five_seconds_are_empty():
-    out = closes(SecondBars(), {0: "100", 6: "110"})
+    out = closes(TimeBars(), {0: "100", 6: "110"})
     assert out[1].price_momentum_5sec is None
     assert out[1].price_change_1sec == D("10.000000")
 
 
 def test_it_computes_change_across_a_gap_longer_than_the_window():
-    bars = SecondBars(grace=2.0, revision_window=10.0)
+    bars = TimeBars(grace=2.0, revision_window=10.0)
     bars.add(trade(500, "100"), now=S)
     bars.close_until(S + 3)
     bars.close_until(S + 100)  # bar S released
@@ -344,7 +342,7 @@ def test_it_computes_change_across_a_gap_longer_than_the_window():
 
 
 def test_a_revision_recomputes_its_own_change_but_not_later_bars():
-    bars = SecondBars()
+    bars = TimeBars()
     out = closes(bars, {0: "100", 1: "110", 2: "121"})
     assert [b.price_change_1sec for b in out] == [None, D("10.000000"), D("10.000000")]
     bars.add(trade(1900, "120"), now=S + 13)  # new close of second 1
@@ -357,9 +355,9 @@ def test_a_revision_recomputes_its_own_change_but_not_later_bars():
 
 def test_it_rejects_negative_settings():
     with pytest.raises(ValueError):
-        SecondBars(grace=-1)
+        TimeBars(grace=-1)
     with pytest.raises(ValueError):
-        SecondBars(revision_window=-1)
+        TimeBars(revision_window=-1)
 
 
 # -- TickBars ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.market.bars import SecondBars, TickBars
+from api.market.bars import TickBars, TimeBars
 from api.market.messages import Trade
 
 BASE_MS = 1_790_000_000_000
@@ -48,7 +48,7 @@ def streams(draw, max_lateness_ms: int):
 
 def run(stream, close_every: int):
     """Feed the stream, closing as time advances; the final bars, last one wins."""
-    bars = SecondBars(grace=GRACE, revision_window=WINDOW)
+    bars = TimeBars(grace=GRACE, revision_window=WINDOW)
     final = {}
     for i, (trade, now) in enumerate(stream):
         if i % close_every == 0:

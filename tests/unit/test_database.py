@@ -6,14 +6,9 @@ import pytest
 
 from django.db import DataError, IntegrityError, OperationalError, ProgrammingError
 
-from api.collector.database import (
-    CallTimeout,
-    ErrorKind,
-    SessionSettings,
-    classify,
-    tagged_application_name,
-)
-from api.collector.store import fits
+from api.collector.database import SessionSettings, tagged_application_name
+from api.pipeline.errors import CallTimeout, ErrorKind, classify
+from api.pipeline.store import fits
 
 
 class _Driver(Exception):

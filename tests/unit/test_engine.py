@@ -12,13 +12,14 @@ from decimal import Decimal
 
 import pytest
 
-from api.collector.clock import Clock
 from api.market.messages import Trade
+from api.pipeline.messages import Closes, Trades
 from api.sentiment import engine as engine_module
 from api.sentiment.engine import NewsPoller, SentimentEngine, SharedArticles
 from api.sentiment.holder import LatestScores
 from api.sentiment.news import NewsClient
 from api.sentiment.scoring import Article, Scores
+from api.workers.clock import Clock
 
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC).timestamp()
 DECAY = 1 - 0.0383  # what is left of an impact after one minute
@@ -49,7 +50,7 @@ def trade(price: str, size: str, ts: float, symbol: str = "AAPL") -> Trade:
 
 
 def closes(*items: tuple[float, str], symbol: str = "AAPL") -> tuple:
-    return ("closes", [(symbol, int(second), Decimal(c)) for second, c in items])
+    return Closes([(symbol, int(second), Decimal(c)) for second, c in items])
 
 
 def run_once(engine: SentimentEngine, now: float) -> None:
@@ -63,8 +64,7 @@ def test_it_computes_every_component_from_what_the_aggregator_handed_over():
     engine.inbox.put(closes((NOW - 40, "150.00"), (NOW - 30, "200.00")))
     engine.inbox.put(closes((NOW - 10, "201.00"), (NOW - 1, "203.00")))
     engine.inbox.put(
-        (
-            "trades",
+        Trades(
             [
                 trade("202.00", "50", NOW - 90),  # first trade: no side yet
                 trade("202.50", "1000", NOW - 80),  # buy, but out of the 60 s

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import websocket
 
-from api.collector.simulator import AUTHORIZED, FeedServer, SimOptions
+from api.simulator import AUTHORIZED, FeedServer, SimOptions
 
 FORBIDDEN = '{"status":403,"message":"Server error"}'
 LIMIT = '{"status_code":422,"message":"Symbols limit reached"}'

@@ -1,6 +1,6 @@
 import logging
 
-from api.collector.throttle import LogThrottle
+from api.workers.throttle import LogThrottle
 
 
 def test_it_logs_the_first_then_once_per_interval_with_the_suppressed_count(caplog):

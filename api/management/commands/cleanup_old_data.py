@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+from api.models import MinuteSnapshot, OHLCVTick, SecondSnapshot, TickCandle100, Ticker
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -29,7 +29,10 @@ def parse_duration(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "Delete ticks, 1-second bars and 100-trade bars older than their retention."
+    help = (
+        "Delete ticks, 1-second, 1-minute and 100-trade bars older than their "
+        "retention."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -41,6 +44,11 @@ class Command(BaseCommand):
             "--seconds",
             default=getattr(settings, "RETENTION_SECOND_BARS", "7d"),
             help="keep SecondSnapshot rows this long (default 7d)",
+        )
+        parser.add_argument(
+            "--minutes",
+            default=getattr(settings, "RETENTION_MINUTE_BARS", "3650d"),
+            help="keep MinuteSnapshot rows this long (default 3650d: ten years)",
         )
         parser.add_argument(
             "--candles",
@@ -58,6 +66,7 @@ class Command(BaseCommand):
             keep = {
                 "ticks": parse_duration(options["ticks"]),
                 "seconds": parse_duration(options["seconds"]),
+                "minutes": parse_duration(options["minutes"]),
                 "candles": parse_duration(options["candles"]),
             }
         except ValueError as exc:
@@ -77,6 +86,12 @@ class Command(BaseCommand):
                 "SecondSnapshot",
                 self.purge(
                     SecondSnapshot.objects.filter(timestamp__lt=now - keep["seconds"])
+                ),
+            ),
+            (
+                "MinuteSnapshot",
+                self.purge(
+                    MinuteSnapshot.objects.filter(timestamp__lt=now - keep["minutes"])
                 ),
             ),
             ("TickCandle100", self.purge_candles(now - keep["candles"])),

@@ -1,21 +1,23 @@
-"""python manage.py replay_frames DIR — rebuild bars from a frame journal.
+"""python manage.py replay_frames DIR - rebuild bars from a frame journal.
 
-Every frame goes through the live collector's pure code (parse_frame, SecondBars,
-TickBars) with the clock it had live: its arrival time. Rows are written with the
-writer's idempotent upserts, so replaying over stored rows fills gaps (a SIGKILL,
-an outage) and rewrites the others with the values they already hold.
+Every frame goes through the live collector's own ingest rules (pipeline.ingest:
+the same builders, the same start-second and late-trade rules) with the clock it
+had live: its arrival time. Rows are written by the live store (pipeline.store),
+so replaying over stored rows fills gaps (a SIGKILL, an outage) and rewrites the
+others with the values they already hold. Every bar kind is rebuilt.
 
 Rules that make a replay reproduce the live run:
-- Each start mark (Journal.mark_start) begins a run: fresh builders, 100-trade
-  numbering from the mark, only its symbols, and no 1-second bars for seconds
-  before the run started (the live aggregator skips them too). The previous run's
-  open seconds close at that point, as they did when it stopped.
+- Each start mark (Journal.mark_start) begins a run: a fresh ingest, 100-trade
+  numbering from the mark, only its symbols, the open wider buckets it went on
+  from, and no trades for buckets before the run started (the live aggregator
+  skips them too). The previous run's open
+  bars close at that point, as they did when it stopped.
 - Frames before any start mark are replayed with numbering from 1 (a warning says
   so): such candles are only right if the journal starts with the symbol's
   first candle.
 - Existing rows keep their sentiment scores and their `source`; rows the replay
   creates get source "replay" and no scores (unknown, never a fake 0).
-- --from/--to select the bars written (1-second bars by their second, 100-trade bars
+- --from/--to select the bars written (time bars by their start, 100-trade bars
   by completion time). The journal is still read from its start, so numbering and
   bar state are right, and past --to by grace + revision window for late prints.
 """
@@ -30,26 +32,16 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.journal import Entry, StartMark, read_entries
-from api.collector.store import CANDLE_FIELDS, SNAPSHOT_FIELDS, Store
-from api.market.bars import SecondBar, SecondBars, TickBars, TickCandle
+from api.market.bars import Partial
 from api.market.messages import Malformed, Trade, parse_frame
 from api.models import Source
+from api.pipeline.ingest import Ingest
+from api.pipeline.kinds import BY_NAME, KINDS, SECOND, TICK100, BarKind
+from api.pipeline.store import Store
 
 logger = logging.getLogger(__name__)
 
-# Columns a replay must not overwrite: it knows no scores, and a stored row keeps
-# the source it was first written by.
-KEEP = {
-    "composite_score",
-    "news_score_cached",
-    "technical_score_cached",
-    "flow_score_cached",
-    "source",
-}
-REPLAY_SNAPSHOT_FIELDS = [name for name in SNAPSHOT_FIELDS if name not in KEEP]
-REPLAY_CANDLE_FIELDS = [name for name in CANDLE_FIELDS if name not in KEEP]
 CHUNK_ROWS = 5000  # rows held before an upsert: memory stays bounded
-TICK_SIZE = 100
 
 
 @dataclass
@@ -61,46 +53,41 @@ class ReplayCounts:
     ignored: int = 0  # other symbols, quotes, status frames
     before_start: int = 0  # trades for seconds before their run started
     dropped_late: int = 0  # beyond the revision window, as live
-    bars: int = 0
-    revisions: int = 0
-    candles: int = 0
+    bars: int = 0  # new 1-second bars
+    revisions: int = 0  # revised 1-second bars
+    candles: int = 0  # 100-trade bars
+    minutes: int = 0  # 1-minute bars, new or revised
+    rejected: int = 0  # rows the database refused (reported, not stored)
 
 
 class _Store:
-    """Last version of each bar and candle, upserted in chunks (None: dry run).
-    Rows the database refuses are reported, never in the way of the others."""
+    """The last version of each bar, by kind, upserted in chunks (no store: a dry
+    run). Rows the database refuses are reported, never in the way."""
 
     def __init__(self, store: Store | None, warn: Callable[[str], None]) -> None:
         self.store = store
         self.warn = warn
         self.rejected = 0
-        self.bars: dict[tuple[str, int], SecondBar] = {}
-        self.candles: dict[tuple[str, int], TickCandle] = {}
+        self.items: dict[BarKind, dict] = {kind: {} for kind in KINDS}
 
-    def bar(self, bar: SecondBar) -> None:
-        self.bars[(bar.symbol, bar.second)] = bar  # a revision replaces its original
-        if len(self.bars) >= CHUNK_ROWS:
-            self.flush()
-
-    def candle(self, candle: TickCandle) -> None:
-        self.candles[(candle.symbol, candle.number)] = candle
-        if len(self.candles) >= CHUNK_ROWS:
+    def add(self, kind: BarKind, item) -> None:
+        items = self.items[kind]
+        items[kind.key(item)] = item  # a revision replaces its original
+        if len(items) >= CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if self.store is not None and (self.bars or self.candles):
-            outcome = self.store.write(
-                [(bar, None) for bar in self.bars.values()], list(self.candles.values())
-            )
-            for item in outcome.rejected:
+        batch = {kind: list(items.values()) for kind, items in self.items.items()}
+        if self.store is not None and any(batch.values()):
+            for item in self.store.write(batch).rejected:
                 self.rejected += 1
-                self.warn(f"not stored ({item.kind}): {item.reason}")
-        self.bars.clear()
-        self.candles.clear()
+                self.warn(f"not stored ({item.kind.label} bar): {item.reason}")
+        for items in self.items.values():
+            items.clear()
 
 
 class Replayer:
-    """Feeds journal entries through the bar builders, one live run at a time."""
+    """Feeds journal entries through the ingest rules, one live run at a time."""
 
     def __init__(
         self,
@@ -119,10 +106,8 @@ class Replayer:
         self.window = window
         self.warn = warn
         self.counts = ReplayCounts()
-        self.seconds: SecondBars | None = None
-        self.ticks: TickBars | None = None
+        self.ingest: Ingest | None = None
         self.wanted: set[str] | None = None
-        self.start_ms: float = -math.inf
         self._numbered: dict[str, int] = {}  # highest candle number seen per symbol
 
     def run(self, entries: Iterable[Entry]) -> ReplayCounts:
@@ -130,7 +115,7 @@ class Replayer:
             if type(entry) is StartMark:
                 self._start(entry)
                 continue
-            if self.seconds is None:
+            if self.ingest is None:
                 self.warn(
                     "the journal starts without a start mark: 100-trade bars are "
                     "numbered from 1"
@@ -139,22 +124,19 @@ class Replayer:
             self._frame(entry.received_at, entry.data)
         self._end_run()
         self.store.flush()
+        self.counts.rejected = self.store.rejected
         return self.counts
 
     def _start(self, mark: StartMark | None) -> None:
-        previous = self.ticks
+        previous = self.ingest.ticks if self.ingest is not None else None
         self._end_run()
         self.counts.runs += 1
-        self.seconds = SecondBars(
-            grace=self.grace, revision_window=self.revision_window
-        )
-        self.ticks = TickBars(size=TICK_SIZE)
         if mark is None:
-            self.wanted, self.start_ms = self.symbols, -math.inf
+            self.wanted = self.symbols
+            self.ingest = self._ingest()
             return
         wanted = set(mark.next_candle)
         self.wanted = wanted & self.symbols if self.symbols is not None else wanted
-        self.start_ms = math.floor(mark.received_at) * 1000
         for symbol, number in mark.next_candle.items():
             if number <= self._numbered.get(symbol, 0):
                 self.warn(
@@ -162,7 +144,7 @@ class Replayer:
                     f"earlier run had numbered #{self._numbered[symbol]} (it stopped "
                     "before storing them): the later run's bars win, as live"
                 )
-            self.ticks.set_next_number(symbol, number)
+        partial = {}
         for symbol, count in mark.carried.items():
             trades = previous.pending(symbol)[-count:] if previous and count else []
             if len(trades) < count:
@@ -171,21 +153,37 @@ class Replayer:
                     f"trades but the journal holds {len(trades)} of them"
                 )
             if trades:
-                self.ticks.restore(symbol, trades)
+                partial[symbol] = trades
+        self.ingest = self._ingest(
+            start_second=math.floor(mark.received_at),
+            next_numbers=mark.next_candle,
+            partial=partial,
+            seeds={
+                BY_NAME[name]: {
+                    (row[0], int(row[1])): Partial.from_list(row[2:]) for row in rows
+                }
+                for name, rows in mark.seeds.items()
+                if name in BY_NAME
+            },
+        )
+
+    def _ingest(self, **run) -> Ingest:
+        return Ingest(grace=self.grace, revision_window=self.revision_window, **run)
 
     def _end_run(self) -> None:
-        if self.seconds is None:
+        if self.ingest is None:
             return
-        self._bars(self.seconds.close_until(math.inf))  # as the live run's finish()
-        self.counts.dropped_late += self.seconds.dropped_too_late
-        self.seconds = None
+        self._closed(self.ingest.finish())  # as the live run's finish()
+        self.counts.dropped_late += self.ingest.seconds.dropped_too_late
+        self.counts.before_start += self.ingest.before_start
+        self.ingest = None
 
     def _frame(self, received_at: float, data: bytes) -> None:
         counts = self.counts
         counts.frames += 1
-        bars = self.seconds.close_until(received_at)
-        if bars:
-            self._bars(bars)
+        closed = self.ingest.close(received_at)
+        if closed:
+            self._closed(closed)
         msg = parse_frame(data)
         if type(msg) is Trade:
             wanted = self.wanted
@@ -193,30 +191,34 @@ class Replayer:
                 counts.ignored += 1
                 return
             counts.trades += 1
-            if msg.ts_ms >= self.start_ms:
-                self.seconds.add(msg, received_at)
-            else:
-                counts.before_start += 1
-            candle = self.ticks.add(msg)
-            if candle is not None:
-                self._numbered[candle.symbol] = candle.number
-                if self.window[0] <= candle.completed_at_ms / 1000 < self.window[1]:
-                    counts.candles += 1
-                    self.store.candle(candle)
+            for kind, candles in self.ingest.add([msg], received_at).items():
+                for candle in candles:
+                    if kind is TICK100:
+                        self._numbered[candle.symbol] = candle.number
+                    if self.window[0] <= candle.completed_at_ms / 1000 < self.window[1]:
+                        if kind is TICK100:
+                            counts.candles += 1
+                        self.store.add(kind, candle)
         elif type(msg) is Malformed:
             counts.malformed += 1
         else:
             counts.ignored += 1
 
-    def _bars(self, bars: list[SecondBar]) -> None:
+    def _closed(self, closed: dict) -> None:
         low, high = self.window
-        for bar in bars:
-            if low <= bar.second < high:
-                if bar.revision:
-                    self.counts.revisions += 1
+        counts = self.counts
+        for kind, bars in closed.items():
+            for bar in bars:
+                if not low <= bar.second < high:
+                    continue
+                if kind is SECOND:
+                    if bar.revision:
+                        counts.revisions += 1
+                    else:
+                        counts.bars += 1
                 else:
-                    self.counts.bars += 1
-                self.store.bar(bar)
+                    counts.minutes += 1
+                self.store.add(kind, (bar, None))
 
 
 def parse_instant(text: str) -> float:
@@ -269,11 +271,7 @@ class Command(BaseCommand):
         warn = lambda text: self.stderr.write(f"⚠️ {text}")  # noqa: E731
         store = None
         if not options["dry_run"]:
-            store = Store(
-                Source.REPLAY,
-                snapshot_fields=REPLAY_SNAPSHOT_FIELDS,
-                candle_fields=REPLAY_CANDLE_FIELDS,
-            )
+            store = Store(Source.REPLAY, replay=True)
         replayer = Replayer(
             store=_Store(store, warn),
             grace=grace,
@@ -290,7 +288,8 @@ class Command(BaseCommand):
             f"{counts.malformed}, ignored {counts.ignored}, runs {counts.runs}, "
             f"bars {counts.bars}, revisions {counts.revisions}, candles "
             f"{counts.candles}, before start {counts.before_start}, dropped late "
-            f"{counts.dropped_late}"
+            f"{counts.dropped_late}, 1-minute bars {counts.minutes}, rejected "
+            f"{counts.rejected}"
         )
         if options["dry_run"]:
             self.stdout.write("dry run: nothing written")

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.feed import FeedPolicy
 from api.collector.runtime import Collector, CollectorConfig, StartupError
+from api.workers.memory import tune_gc
 
 logger = logging.getLogger("api.collector")
 
@@ -224,7 +225,7 @@ class Command(BaseCommand):
             startup_db_wait=settings.COLLECTOR_STARTUP_DB_WAIT_SECONDS,
         )
         try:
-            code = Collector(config).run()
+            code = Collector(config).run(on_started=tune_gc)
         except StartupError as exc:
             raise CommandError(f"cannot start: {exc}") from None
         finally:
@@ -234,7 +235,7 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _start_simulator(self, rate: float):
-        from api.collector.simulator import FeedServer, SimOptions
+        from api.simulator import FeedServer, SimOptions
 
         server = FeedServer(options=SimOptions(rate=rate, late_prob=0.01)).start()
         logger.info("🎭 demo: simulated EODHD feed at %s", server.url)

@@ -1,7 +1,7 @@
 """python manage.py simulate_eodhd_feed — an EODHD-like WebSocket feed on loopback.
 
 Point the collector at the printed URL (`--ws-url`) to try it without a key or a
-network. All behaviour lives in api.collector.simulator; this only parses
+network. All behaviour lives in api.simulator; this only parses
 options, runs the server and reports counts until Ctrl-C or SIGTERM.
 """
 
@@ -10,7 +10,7 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from api.collector.simulator import FeedServer, SimOptions
+from api.simulator import FeedServer, SimOptions
 
 REPORT_EVERY = 10.0  # seconds between count lines
 

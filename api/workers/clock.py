@@ -1,5 +1,6 @@
-"""Wall-clock time for the collector, injectable so tests can run a whole session
-faster than real time."""
+"""Time for the collector, injected everywhere so tests can run a whole session
+faster than real time: `now()` is wall-clock (market) time, `monotonic()` measures
+real durations (bounds on I/O, health ages), `wait()` sleeps until an event."""
 
 import threading
 import time
@@ -10,6 +11,11 @@ class Clock:
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        """Real seconds from an arbitrary start; never jumps with the wall clock.
+        A scaled clock keeps it real: I/O bounds do not shrink with test speed."""
+        return time.monotonic()
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         """Wait up to `seconds` of this clock's time; True if the event was set."""

@@ -1,0 +1,151 @@
+"""The receiver against a scripted socket: no thread, no network. One connection
+is run from connect to its end, and what it hands on is checked."""
+
+import json
+import queue
+import threading
+from decimal import Decimal
+
+import websocket
+
+from api.collector.feed import FeedPolicy, Receiver
+from api.collector.session import SessionGate
+from api.pipeline.messages import Trades
+
+TEXT = websocket.ABNF.OPCODE_TEXT
+PONG = websocket.ABNF.OPCODE_PONG
+
+
+class ScriptedSocket:
+    """Plays frames in order; then ends the way the script says."""
+
+    def __init__(self, frames: list, end: Exception | None = None) -> None:
+        self.frames = list(frames)
+        self.end = end or websocket.WebSocketConnectionClosedException("gone")
+        self.sent: list[str] = []
+        self.closed = False
+
+    def settimeout(self, seconds: float) -> None:
+        self.timeout = seconds
+
+    def recv_data(self, control_frame: bool = False):
+        if not self.frames:
+            raise self.end
+        frame = self.frames.pop(0)
+        if isinstance(frame, tuple):
+            return frame
+        data = frame if isinstance(frame, bytes) else json.dumps(frame).encode()
+        return TEXT, data
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    def ping(self) -> None:
+        pass
+
+    def close(self, timeout: float = 1) -> None:
+        self.closed = True
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+AUTHORIZED = {"status_code": 200, "message": "Authorized"}
+
+
+T = 1_796_000_000_000  # epoch ms
+
+
+def trade(symbol: str, price, t: int, size=100) -> dict:
+    return {"s": symbol, "p": price, "v": size, "c": [], "t": T + t, "dp": False}
+
+
+def receiver(sock: ScriptedSocket) -> tuple[Receiver, queue.Queue, list]:
+    out: queue.Queue = queue.Queue()
+    urls = []
+
+    def connect(url, **kwargs):
+        urls.append(url)
+        return sock
+
+    r = Receiver(
+        url="wss://feed.example/ws/us",
+        token="s3cret",
+        symbols=["AAPL", "MSFT"],
+        out=out,
+        stop=threading.Event(),
+        gate=SessionGate(always_open=True),
+        policy=FeedPolicy(authorize_timeout=2.0),
+        connect=connect,
+    )
+    return r, out, urls
+
+
+def handed_on(out: queue.Queue) -> list:
+    trades = []
+    while not out.empty():
+        message = out.get_nowait()
+        assert isinstance(message, Trades)
+        trades += message.trades
+    return trades
+
+
+def test_it_subscribes_after_authorized_and_hands_on_wanted_trades_in_order():
+    sock = ScriptedSocket(
+        [
+            AUTHORIZED,
+            trade("AAPL", 150.25, 1_000),
+            trade("TSLA", 200, 1_001),  # not subscribed
+            b"{not json",
+            trade("MSFT", "301.5", 999, size=0.5),
+            (PONG, b""),
+        ]
+    )
+    r, out, urls = receiver(sock)
+    reason, delivered = r._run_connection()
+    assert (reason, delivered) == ("connection dropped", True)
+    assert urls == ["wss://feed.example/ws/us?api_token=s3cret"]
+    assert [json.loads(m) for m in sock.sent] == [
+        {"action": "subscribe", "symbols": "AAPL,MSFT"}
+    ]
+    got = handed_on(out)
+    assert [(t.symbol, t.price, t.size, t.ts_ms) for t in got] == [
+        ("AAPL", Decimal("150.25"), Decimal(100), T + 1_000),
+        ("MSFT", Decimal("301.5"), Decimal("0.5"), T + 999),
+    ]
+    stats = r.stats
+    assert (stats.frames, stats.trades, stats.malformed, stats.ignored) == (4, 2, 1, 1)
+    assert sock.closed and not r.connected
+
+
+def test_it_tells_a_refused_key_from_a_symbol_limit_from_a_server_error():
+    cases = [
+        ({"status": 403, "message": "Server error"}, "auth failed"),
+        ({"status_code": 422, "message": "Symbols limit reached"}, "symbol limit"),
+        ({"status": 500, "message": "Server error"}, "server status 500"),
+    ]
+    for status, expected in cases:
+        r, out, _ = receiver(ScriptedSocket([status]))
+        assert r._run_connection() == (expected, False)
+        assert out.empty()
+    # The same frames after Authorized end the connection too, with the same
+    # reasons, and what came before is still handed on.
+    r, out, _ = receiver(ScriptedSocket([AUTHORIZED, trade("AAPL", 1, 5), cases[2][0]]))
+    assert r._run_connection() == ("server status 500", True)
+    assert len(handed_on(out)) == 1
+
+
+def test_it_waits_before_reconnecting_as_each_reason_asks():
+    r, _, _ = receiver(ScriptedSocket([]))
+    policy = r.policy
+    assert r._delay_after("auth failed", False) == policy.auth_failure_delay
+    first = r._delay_after("symbol limit", False)
+    second = r._delay_after("symbol limit", False)
+    assert (first, second) == (policy.symbol_limit_delay, 2 * policy.symbol_limit_delay)
+    assert r._delay_after("market closed", False) == 0.0
+    grown = [r._delay_after("connection dropped", False) for _ in range(6)]
+    assert all(0 < d <= policy.backoff_cap for d in grown)
+    assert grown[-1] > grown[0]
+    # A connection that delivered data starts every wait afresh.
+    assert r._delay_after("connection dropped", True) <= policy.backoff_base
+    assert r._delay_after("symbol limit", False) == policy.symbol_limit_delay
