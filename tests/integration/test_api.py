@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from api import views
-from api.models import SecondSnapshot, TickCandle100, Ticker
+from api.models import MinuteSnapshot, SecondSnapshot, TickCandle100, Ticker
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -124,6 +124,54 @@ def test_it_returns_tick_candles_in_the_documented_shape(client, qld):
     }
 
 
+def test_it_returns_minute_candles_in_the_documented_shape(client, qld):
+    MinuteSnapshot.objects.bulk_create(
+        MinuteSnapshot(
+            ticker=qld,
+            timestamp=T0 + timedelta(minutes=i),
+            open=Decimal("100") + i,
+            high=Decimal("102"),
+            low=Decimal("99.5"),
+            close=Decimal("101.25"),
+            volume=Decimal("1234.5"),
+            tick_count=180,
+            vwap=Decimal("100.9876543210"),
+            composite_score=None if i else 7.5,
+        )
+        for i in range(3)
+    )
+    body = client.get(
+        "/api/minute-candles/",
+        {"start_time": iso(T0), "end_time": iso(T0 + timedelta(minutes=2))},
+    ).json()
+    assert body["metadata"]["timeframe"] == "1m"
+    assert body["metadata"]["count"] == 2  # the end is excluded
+    assert body["data"] == [
+        {
+            "timestamp": "2026-03-02T14:30:00Z",
+            "open": 100.0,
+            "high": 102.0,
+            "low": 99.5,
+            "close": 101.25,
+            "volume": 1234.5,
+            "tick_count": 180,
+            "vwap": 100.987654321,
+            "composite_score": 7.5,
+        },
+        {
+            "timestamp": "2026-03-02T14:31:00Z",
+            "open": 101.0,
+            "high": 102.0,
+            "low": 99.5,
+            "close": 101.25,
+            "volume": 1234.5,
+            "tick_count": 180,
+            "vwap": 100.987654321,
+            "composite_score": None,
+        },
+    ]
+
+
 def test_it_returns_realtime_sentiment_with_nulls_kept(client, qld):
     add_seconds(qld, T0, 2, composite_score=40.0, news_score_cached=None)
     body = client.get(
@@ -207,7 +255,13 @@ def test_it_caps_the_limit_and_says_so(client, qld):
     ],
 )
 @pytest.mark.parametrize(
-    "url", ["/api/second-candles/", "/api/tick-candles/", "/api/realtime-sentiment/"]
+    "url",
+    [
+        "/api/second-candles/",
+        "/api/minute-candles/",
+        "/api/tick-candles/",
+        "/api/realtime-sentiment/",
+    ],
 )
 def test_it_answers_400_with_error_and_message_for_a_bad_parameter(
     client, qld, url, params
@@ -220,7 +274,13 @@ def test_it_answers_400_with_error_and_message_for_a_bad_parameter(
 
 
 @pytest.mark.parametrize(
-    "url", ["/api/second-candles/", "/api/tick-candles/", "/api/realtime-sentiment/"]
+    "url",
+    [
+        "/api/second-candles/",
+        "/api/minute-candles/",
+        "/api/tick-candles/",
+        "/api/realtime-sentiment/",
+    ],
 )
 def test_it_answers_404_for_an_unknown_symbol(client, qld, url):
     response = client.get(url, {"symbol": "NOPE"})

@@ -81,6 +81,7 @@ def test_it_stores_every_bar_exactly_through_a_20s_black_hole(proxy, tmp_path):
     assert "writer lock of AAPL-MSFT-TSLA regained" in output, output
     assert "standby" not in output  # unknown is never mistaken for standby
     assert reference.stored_second_bars() == reference.second_bars(sent)
+    assert reference.stored_minute_bars() == reference.minute_bars(sent)
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
 
 
@@ -125,6 +126,7 @@ def test_it_exits_cleanly_on_sigterm_in_a_black_hole_and_the_restart_stores_all(
     assert "standby" not in second_output
     # As if nothing had happened: every bar of the whole stream, exactly.
     assert reference.stored_second_bars() == reference.second_bars(sent)
+    assert reference.stored_minute_bars() == reference.minute_bars(sent)
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
 
 
@@ -224,4 +226,5 @@ def test_it_ends_its_own_orphaned_session_after_a_short_black_hole(proxy, tmp_pa
     assert "standby" not in output
     assert resumed_in < 10, output
     assert reference.stored_second_bars() == reference.second_bars(sent)
+    assert reference.stored_minute_bars() == reference.minute_bars(sent)
     assert reference.stored_tick_candles() == reference.tick_candles(sent)

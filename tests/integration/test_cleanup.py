@@ -11,7 +11,13 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from api.management.commands.cleanup_old_data import parse_duration
-from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    OHLCVTick,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +25,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def aged():
     """Rows of known ages: ticks at 30 min and 2 h, seconds at 1 d and 8 d,
-    candles 1..4 at 40, 35, 20 and 1 days."""
+    minutes at 8 d and 4000 d, candles 1..4 at 40, 35, 20 and 1 days."""
     now = timezone.now()
     qld = Ticker.objects.create(symbol="QLD")
     price = {"price": Decimal("1"), "volume": Decimal("1")}
@@ -35,6 +41,13 @@ def aged():
             ohlc_1sec_close=1,
             ohlc_1sec_volume=1,
             ohlc_1sec_tick_count=1,
+        )
+    for days in (8, 4000):
+        MinuteSnapshot.objects.create(
+            ticker=qld,
+            timestamp=now - timedelta(days=days),
+            **dict.fromkeys(("open", "high", "low", "close", "volume"), 1),
+            tick_count=1,
         )
     for number, days in enumerate((40, 35, 20, 1), start=1):
         at = now - timedelta(days=days)
@@ -65,6 +78,7 @@ def test_it_deletes_nothing_on_a_dry_run_and_reports_the_counts(aged):
     assert output.splitlines() == [
         "OHLCVTick: would delete 1 rows",
         "SecondSnapshot: would delete 1 rows",
+        "MinuteSnapshot: would delete 1 rows",  # kept for years by default
         "TickCandle100: would delete 2 rows",
     ]
     assert (OHLCVTick.objects.count(), SecondSnapshot.objects.count()) == (2, 2)
@@ -88,9 +102,10 @@ def test_it_keeps_the_newest_candle_so_numbering_resumes(aged):
 
 
 def test_it_takes_retention_per_model_from_options(aged):
-    run("--ticks", "3h", "--seconds", "12h", "--candles", "50d")
+    run("--ticks", "3h", "--seconds", "12h", "--minutes", "7d", "--candles", "50d")
     assert OHLCVTick.objects.count() == 2
     assert SecondSnapshot.objects.count() == 0
+    assert MinuteSnapshot.objects.count() == 0
     assert TickCandle100.objects.count() == 4
 
 

@@ -71,8 +71,9 @@ def received(app: Collector) -> int:
 
 def assert_bars_match(server: FeedServer, app: Collector) -> None:
     sent = server.sent_trades()
-    expected = reference.second_bars(sent, start_second=app.aggregator.start_second)
-    assert reference.stored_second_bars() == expected
+    start = app.aggregator.start_second
+    assert reference.stored_second_bars() == reference.second_bars(sent, start)
+    assert reference.stored_minute_bars() == reference.minute_bars(sent, start)
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
 
 

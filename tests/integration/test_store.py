@@ -123,8 +123,12 @@ def test_it_sends_one_upsert_per_kind_and_write_whatever_the_number_of_bars():
     }
     with CaptureQueriesContext(connection) as queries:
         outcome = store.write(batch)
-    statements = [q["sql"].split(" (", 1)[0] for q in queries.captured_queries]
-    assert all("ON CONFLICT" in q["sql"] for q in queries.captured_queries)
+    # Each upsert runs in its own transaction; nothing else is sent.
+    sql = [q["sql"] for q in queries.captured_queries]
+    upserts = [q for q in sql if q not in ("BEGIN", "COMMIT")]
+    assert len(sql) == 3 * len(upserts)  # a BEGIN and a COMMIT around each
+    assert all("ON CONFLICT" in q for q in upserts)
+    statements = [q.split(" (", 1)[0] for q in upserts]
     assert statements == [
         'INSERT INTO "api_second_snapshot"',
         'INSERT INTO "api_minute_snapshot"',

@@ -120,6 +120,9 @@ def test_it_continues_100_trade_bars_exactly_across_a_restart(tmp_path):
             second_output = stop(second)
         sent = server.sent_trades()
     assert "continuing 100-trade bar" in second_output
-    # As if the process had never stopped: the candles of the whole stream.
+    assert "open 1-minute bars" in first_output
+    # As if the process had never stopped: the candles of the whole stream, and
+    # the minute that spans the restart holds the trades of both runs.
     assert reference.stored_tick_candles() == reference.tick_candles(sent)
     assert reference.stored_second_bars() == reference.second_bars(sent)
+    assert reference.stored_minute_bars() == reference.minute_bars(sent)
