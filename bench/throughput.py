@@ -146,7 +146,7 @@ def run_blast(
         "pg_commits": pg_commits,
         "pg_inserted": delta.tup_inserted,
         "pg_updated": delta.tup_updated,
-        "sentiment_dropped": app.aggregator.sentiment_dropped,
+        "sentiment_dropped": app.fanout.get("sentiment").dropped,
         "cpu": cpu,
         "pump_rss": pump_rss,
     }

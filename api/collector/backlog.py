@@ -65,7 +65,8 @@ class Backlog:
     # Taking bars ----------------------------------------------------------------------
 
     def add(self, bars: Bars) -> bool:
-        """Take a batch; True when it holds bars new to the database."""
+        """Take a batch; True when it closed new time bars - the moment to flush
+        (once a second in a session). Count bars and revisions ride along."""
         if self.waiting_since is None:
             self.waiting_since = self.clock.monotonic()
         fresh = False
@@ -74,7 +75,7 @@ class Backlog:
             for item in items:
                 key = kind.key(item)
                 revision = kind.is_revision(item)
-                fresh = fresh or not revision
+                fresh = fresh or (kind.timed and not revision)
                 waiting = pending.get(key)
                 new = not revision or (waiting is not None and waiting[1])
                 pending[key] = (item, new)

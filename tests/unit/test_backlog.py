@@ -57,8 +57,9 @@ def test_it_keeps_the_oldest_on_disk_past_the_limit_with_a_spool(tmp_path):
 
 def test_it_lets_a_revision_replace_its_pending_original_and_stay_new():
     b, _ = backlog()
-    assert b.add(seconds(bar(10))) is True  # new bars: a flush is due
+    assert b.add(seconds(bar(10))) is True  # a second closed: a flush is due
     assert b.add(seconds(bar(10, "2", revision=True))) is False
+    assert b.add(Bars({TICK100: [candle(1)]})) is False  # rides along
     ((item, new),) = b.pending[SECOND].values()
     assert item[0].close == Decimal(2) and new  # the row is still new to the db
 
