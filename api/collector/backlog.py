@@ -223,22 +223,23 @@ class Backlog:
         if self.empty:
             self.waiting_since = None
 
-    def follow(self, floors: dict[str, int], symbols: set[str]) -> None:
+    def follow(self, floors: dict[BarKind, dict[str, int]], symbols: set[str]) -> None:
         """Another collector wrote `symbols`: keep only time bars after what it
-        stored (`floors`), and no count bars of them - in memory and spooled."""
+        stored (`floors`, per kind and symbol), and none of their count bars -
+        in memory and spooled."""
+
+        def keep(kind: BarKind, key: tuple[str, int]) -> bool:
+            if key[0] not in symbols:
+                return True
+            return kind.timed and key[1] > floors.get(kind, {}).get(key[0], -1)
+
         for kind, pending in self.pending.items():
-            for key in list(pending):
-                if key[0] not in symbols:
-                    continue
-                if not kind.timed or key[1] <= floors.get(key[0], -1):
-                    del pending[key]
+            for key in [k for k in pending if not keep(kind, k)]:
+                del pending[key]
         if self.spool is not None and self.spool.size:
             contents = self.load_spool()
             for kind, items in contents.items.items():
                 contents.items[kind] = {
-                    key: item
-                    for key, item in items.items()
-                    if key[0] not in symbols
-                    or (kind.timed and key[1] > floors.get(key[0], -1))
+                    key: item for key, item in items.items() if keep(kind, key)
                 }
             self.spool.replace(contents)

@@ -300,11 +300,13 @@ class Writer(Worker):
         stored, and number 100-trade bars after its last."""
         symbols, tails = succession.others, succession.tails
         floors = {
-            symbol: tails[symbol][kind]
+            kind: {
+                symbol: tails[symbol][kind]
+                for symbol in symbols
+                if tails[symbol][kind] is not None
+            }
             for kind in KINDS
             if kind.timed
-            for symbol in symbols
-            if tails[symbol][kind] is not None
         }
         self.backlog.follow(floors, set(symbols))
         for symbol in symbols:

@@ -109,11 +109,16 @@ def test_it_follows_another_writer_in_memory_and_on_disk(tmp_path):
     spool = Spool(tmp_path)
     b, _ = backlog(spool)
     b.add(seconds(*(bar(s) for s in range(100, 110))))
+    b.add(Bars({MINUTE: [(bar(60), None), (bar(120), None)]}))
     b.add(Bars({TICK100: [candle(7), candle(3, "MSFT")]}))
     b.spool_dirty()
-    b.follow({"AAPL": 104}, {"AAPL"})
+    # Each kind has its own floor: the other writer stored seconds up to 104
+    # and minutes up to the one starting at 60.
+    b.follow({SECOND: {"AAPL": 104}, MINUTE: {"AAPL": 60}}, {"AAPL"})
     assert sorted(k[1] for k in b.pending[SECOND]) == list(range(105, 110))
+    assert list(b.pending[MINUTE]) == [("AAPL", 120)]
     assert list(b.pending[TICK100]) == [("MSFT", 3)]  # another symbol: kept
     on_disk = spool.load().items
     assert sorted(k[1] for k in on_disk[SECOND]) == list(range(105, 110))
+    assert list(on_disk[MINUTE]) == [("AAPL", 120)]
     assert list(on_disk[TICK100]) == [("MSFT", 3)]
