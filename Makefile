@@ -3,6 +3,9 @@
 #   make test   set up and run the test suite (SQLite, or PostgreSQL via DATABASE_URL)
 PYTHON ?= python3
 VENV ?= .venv
+# Two workers, a test file each at a time: the fault tests mostly wait on
+# sockets and clocks, so the suite takes about half as long.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 BIN := $(VENV)/bin
 
 .PHONY: demo run test lint format migrate clean

@@ -4,8 +4,15 @@
 import os
 import sys
 
+# Commands that must stop cleanly on any signal, however early it comes.
+LONG_RUNNING = {"run_websocket_collector_v2"}
+
 
 def main() -> None:
+    if sys.argv[1:2] and sys.argv[1] in LONG_RUNNING:
+        from api.workers import signals
+
+        signals.install()  # before Django loads: a signal only sets a flag
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

@@ -44,6 +44,7 @@ from api.sentiment.engine import NewsPoller, SentimentEngine, SharedArticles
 from api.sentiment.holder import LatestScores
 from api.sentiment.news import NewsClient
 from api.workers.clock import Clock
+from api.workers.signals import SIGNALS
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,17 @@ class Collector:
     """`run()` blocks until stopped (signal or `stop.set()`) and returns the exit
     code: 0 for a clean stop, 1 when a worker crashed."""
 
-    def __init__(self, config: CollectorConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock or Clock()
-        self.stop = threading.Event()
+        # The command passes the process's stop flag (api.workers.signals), which
+        # a signal may have set before the collector even existed.
+        self.stop = stop or threading.Event()
         self.gate = SessionGate(
             always_open=config.skip_market_hours,
             extended=config.extended_hours,
@@ -444,6 +452,9 @@ class Collector:
         collector there: a process-wide choice, not the collector's)."""
         if install_signals:
             self._install_signal_handlers()
+        if self.stop.is_set():
+            logger.info("🛑 stopped during start-up: nothing was started")
+            return 0
         if not self.start():
             return 0
         if on_started is not None:
@@ -482,7 +493,7 @@ class Collector:
             logger.info("🛑 %s received: shutting down", signal.Signals(signum).name)
             self.stop.set()
 
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in SIGNALS:
             signal.signal(signum, handle)
 
     # Reporting ------------------------------------------------------------------

@@ -114,8 +114,9 @@ def test_it_shuts_down_on_sighup_like_sigterm_with_every_ended_second_stored(
     assert {k: v for k, v in stored.items() if k[1] < ended} == expected
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("after", [0.1, 0.3, 0.5])
+# The collector may create its ticker before it stops: the tables are emptied after.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("after", [0.1, 0.3, 0.35, 0.5, 0.8])
 def test_it_stops_quietly_on_sigint_during_startup(after, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run_websocket_collector_v2", "--demo"],
@@ -132,6 +133,8 @@ def test_it_stops_quietly_on_sigint_during_startup(after, tmp_path):
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode in (0, 130), err
+    assert proc.returncode == 0, err
+    # A KeyboardInterrupt raised inside a finaliser is printed and ignored, and
+    # the process would run on: the signal must only ever set the stop flag.
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err

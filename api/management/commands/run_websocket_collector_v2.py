@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.feed import FeedPolicy
 from api.collector.runtime import Collector, CollectorConfig, StartupError
+from api.workers import signals
 from api.workers.memory import tune_gc
 
 logger = logging.getLogger("api.collector")
@@ -182,8 +183,11 @@ class Command(BaseCommand):
         base_url = options["ws_url"] or settings.EODHD_WS_URL
         ws_url = options["ws_url"] or feed_url(base_url, feed)
         api_key = settings.EODHD_API_KEY
+        stop = signals.stop_flag()
         simulator = None
         if options["demo"]:
+            if stop.is_set():
+                return  # stopped before anything started
             simulator = self._start_simulator(options["demo_rate"])
             ws_url, api_key = simulator.url_for(feed), "demo"
         elif not api_key:
@@ -225,7 +229,7 @@ class Command(BaseCommand):
             startup_db_wait=settings.COLLECTOR_STARTUP_DB_WAIT_SECONDS,
         )
         try:
-            code = Collector(config).run(on_started=tune_gc)
+            code = Collector(config, stop=stop).run(on_started=tune_gc)
         except StartupError as exc:
             raise CommandError(f"cannot start: {exc}") from None
         finally:
