@@ -2,7 +2,20 @@ import pytest
 
 from django.db import connection
 
+from tests.integration.process import STARTED
 from tests.integration.proxy import TcpProxy
+
+
+@pytest.fixture(autouse=True)
+def no_collector_left_running():
+    """A test that failed half-way must not leave its collector process writing
+    into the next test's database."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture

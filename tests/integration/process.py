@@ -25,6 +25,10 @@ def database_url(port: int | None = None) -> str:
     return f"postgres://{auth}@{host}:{port or s['PORT'] or 5432}/{s['NAME']}"
 
 
+# Every collector process a test started, so that none outlives its test.
+STARTED: list[subprocess.Popen] = []
+
+
 def start_collector(
     server: FeedServer, *args: str, db_port: int | None = None, **env: str
 ) -> subprocess.Popen:
@@ -36,7 +40,7 @@ def start_collector(
         "CONN_MAX_AGE": "0",
         **env,
     }
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "manage.py",
@@ -53,6 +57,8 @@ def start_collector(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    STARTED.append(proc)
+    return proc
 
 
 def free_port() -> int:

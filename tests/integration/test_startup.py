@@ -132,7 +132,12 @@ def test_it_stops_quietly_on_sigint_during_startup(after, tmp_path):
     )
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a collector running on the test database
+        _, err = proc.communicate()
+        raise AssertionError(f"still running 30 s after SIGINT:\n{err}") from None
     assert proc.returncode == 0, err
     # A KeyboardInterrupt raised inside a finaliser is printed and ignored, and
     # the process would run on: the signal must only ever set the stop flag.
