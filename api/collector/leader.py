@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # trivial statement (well inside the session's idle timeout).
 VERIFY_EVERY = 2.0
 ELECTION_EVERY = 1.0  # seconds between elections while the database answers
-UNKNOWN_BACKOFF = {"base": 1.0, "cap": 5.0}  # while it does not
+UNKNOWN_BACKOFF = {"base": 1.0, "cap": 3.0}  # while it does not
 
 
 def lock_key(name: str) -> int:

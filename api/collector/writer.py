@@ -55,7 +55,7 @@ STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
 # Between failed flushes: short, so that writes resume within seconds of the
 # database coming back.
-OUTAGE_BACKOFF = {"base": 1.0, "cap": 5.0}
+OUTAGE_BACKOFF = {"base": 1.0, "cap": 3.0}
 BATCH_ROWS = 2000  # rows per statement (and per bounded call) when catching up
 # A database call running this long is suspect (they take milliseconds): bars go
 # to the spool meanwhile, so a crash during a black hole loses none.

@@ -151,7 +151,9 @@ def test_it_hands_the_writer_role_to_a_standby_when_the_writer_is_cut_off(
             took_over_in = time.time() - holed_at
             time.sleep(max(0.0, holed_at + 22 - time.time()))
             proxy.restore()  # the old writer is back: it must stand by now
-            time.sleep(6)
+            # Its next election may wait out a connect into the hole (5 s) and a
+            # backoff (3 s) first.
+            time.sleep(12)
             server.set_silent(True)
             time.sleep(1.5)
         finally:
