@@ -7,24 +7,41 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from api.redact import mask_token
+from api.redact import configured_secrets, mask_secrets
 
 
 class RedactFilter(logging.Filter):
-    """Masks api_token values in every record, whoever logged it."""
+    """Masks secrets in every record, whoever logged it: api_token values by
+    pattern, the configured key and passwords by value - in the message and in
+    the traceback, which is rendered here once so the handlers print the masked
+    text."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        secrets = configured_secrets()
         message = record.getMessage()
-        masked = mask_token(message)
+        masked = mask_secrets(message, secrets)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text, secrets)
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info, secrets)
         return True
 
 
 class RepeatFilter(logging.Filter):
-    """Lets the first of identical warnings/errors through, then at most one per
-    `interval` seconds, saying how many were suppressed meanwhile. Identical means
-    same logger, level and message template (not its arguments)."""
+    """The one place repeated warnings and errors are held back: the first goes
+    through, then at most one per `interval` seconds, saying how many were
+    suppressed meanwhile.
+
+    Repeated means the same logger, level and *key*: the `dedupe` field a caller
+    passes with `extra=` for a family of messages that differ in detail (every
+    malformed frame, every failed write), else the rendered message itself - so
+    two different errors that share a template are never hidden."""
 
     def __init__(self, interval: float = 60.0, clock=time.monotonic) -> None:
         super().__init__()
@@ -43,7 +60,8 @@ class RepeatFilter(logging.Filter):
         return verdict
 
     def _judge(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        dedupe = getattr(record, "dedupe", None)
+        key = (record.name, record.levelno, dedupe or record.getMessage())
         now = self.clock()
         with self._lock:
             entry = self._seen.get(key)
@@ -64,8 +82,19 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+# What every LogRecord has; anything else was passed with extra= and is a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "_repeat_verdict",
+}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers: the time, level, logger,
+    thread and message, and every field passed with `extra=` (symbol, reason,
+    ...) as a field of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload = {
@@ -75,6 +104,11 @@ class JsonFormatter(logging.Formatter):
             "thread": record.threadName,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False)
+        for name, value in vars(record).items():
+            if name not in _STANDARD and not name.startswith("_"):
+                payload[name] = value
+        if record.exc_info or record.exc_text:
+            payload["exception"] = record.exc_text or self.formatException(
+                record.exc_info
+            )
+        return json.dumps(payload, ensure_ascii=False, default=str)

@@ -18,7 +18,6 @@ from api.market.messages import Malformed, Status, Trade, parse_frame
 from api.pipeline.messages import Trades
 from api.redact import mask_token
 from api.workers.clock import Clock
-from api.workers.throttle import LogThrottle
 from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,20 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 256
 BATCH_AGE = 0.05  # seconds a partial batch may wait before it is handed on
 RECV_TIMEOUT = 0.25  # how often the receive loop looks at stop/reconnect requests
+# Why a connection ends (server statuses add "server status N"): metrics export
+# each from the start, at 0.
+RECONNECT_REASONS = (
+    "auth failed",
+    "handshake failed",
+    "connect failed",
+    "connection dropped",
+    "closed by server",
+    "not authorized in time",
+    "pong timeout",
+    "symbol limit",
+    "stale",
+    "market closed",
+)
 
 
 @dataclass
@@ -100,6 +113,8 @@ class Receiver(Worker):
         # Monotonic time of the last trade on the current connection; reset on
         # every new connection so a fresh socket is never judged stale.
         self.last_data_at: float | None = None
+        # Monotonic time of each symbol's last trade, over all connections.
+        self.last_trade_at: dict[str, float] = {}
         self.connected_at: float | None = None
         self._reconnect_request: str | None = None
         self._backoff = Backoff(
@@ -108,7 +123,6 @@ class Receiver(Worker):
         self._symbol_limit_hits = 0
         self._delivered = False
         self._last_pong = 0.0
-        self._throttle = LogThrottle(logger)
         self.journal = None  # set to a Journal to record every raw frame
 
     # Called from other threads -------------------------------------------------
@@ -331,18 +345,18 @@ class Receiver(Worker):
                 stats.trades += 1
                 batch.append(msg)
                 self.last_data_at = now
+                self.last_trade_at[msg.symbol] = now
                 self._delivered = True
             else:
                 stats.ignored += 1
         elif isinstance(msg, Malformed):
             stats.malformed += 1
-            self._throttle.log(
+            logger.log(
                 logging.WARNING,
-                "malformed",
-                now,
                 "⚠️ skipped a malformed frame (%s): %s",
                 msg.reason,
                 mask_token(msg.excerpt),
+                extra={"dedupe": "malformed", "reason": msg.reason},
             )
         elif isinstance(msg, Status):
             raise _Reconnect(self._status_reason(msg))
@@ -373,11 +387,10 @@ class Receiver(Worker):
                 return
             except queue.Full:
                 self.stats.queue_full += 1
-                self._throttle.log(
+                logger.log(
                     logging.ERROR,
-                    "queue full",
-                    self.clock.monotonic(),
                     "❌ the aggregator's queue is full; the receiver is waiting",
+                    extra={"dedupe": "queue full"},
                 )
                 if self.stop.is_set():
                     tries_after_stop += 1

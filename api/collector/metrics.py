@@ -6,16 +6,32 @@ the hot path pays nothing for them."""
 import bisect
 import json
 import logging
+import platform
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from importlib import metadata
+from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
 
+from api.collector.feed import RECONNECT_REASONS
+from api.pipeline.errors import ErrorKind
 from api.pipeline.kinds import KINDS
 
 logger = logging.getLogger(__name__)
@@ -45,6 +61,29 @@ class DelayHistogram:
             out.append((repr(float(bound)), running))
         out.append(("+Inf", self.n))
         return out
+
+
+def build_info() -> dict[str, str]:
+    """The project's version (pyproject.toml) and its main dependencies'."""
+    versions = {"version": _project_version(), "python": platform.python_version()}
+    for label, dist in (
+        ("django", "Django"),
+        ("websocket_client", "websocket-client"),
+        ("psycopg2", "psycopg2-binary"),
+    ):
+        try:
+            versions[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[label] = "missing"
+    return versions
+
+
+def _project_version() -> str:
+    try:
+        with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as fh:
+            return tomllib.load(fh)["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
 
 
 class CollectorExporter:
@@ -129,23 +168,57 @@ class CollectorExporter:
             "Helper processes started to read the socket (more than 1: one died)",
             app.pump.starts if app.pump is not None else 0,
         )
-        reasons = sorted(r.stats.reconnects.items())
+        reasons = {reason: 0 for reason in RECONNECT_REASONS} | r.stats.reconnects
         yield counter(
             "collector_reconnects",
             "Reconnects by reason",
             None,
             ["reason"],
-            [([reason], n) for reason, n in reasons],
+            [([reason], n) for reason, n in sorted(reasons.items())],
         )
+        yield counter(
+            "collector_trade_queue_full",
+            "Times the receiver waited because the aggregator's queue was full",
+            r.stats.queue_full,
+        )
+        yield counter(
+            "collector_future_trades_dropped",
+            "Trades stamped more than a minute ahead of the clock, dropped",
+            a.seconds.dropped_future,
+        )
+        news = app.news
+        yield counter(
+            "collector_news_requests",
+            "News API polls made",
+            news.polls if news is not None else 0,
+        )
+        yield counter(
+            "collector_news_failures",
+            "News API polls that failed (the known articles are kept)",
+            news.failures if news is not None else 0,
+        )
+        # Wall-clock times of the last trades: the convention for "how long ago".
+        wall, mono = time.time(), time.monotonic()
+        last = r.last_trade_at
+        family = GaugeMetricFamily(
+            "collector_symbol_last_trade_timestamp_seconds",
+            "When the last trade of each subscribed symbol arrived (Unix time)",
+            labels=["symbol"],
+        )
+        for symbol in r.symbols:
+            if symbol in last:
+                family.add_metric([symbol], wall - (mono - last[symbol]))
+        yield family
+        if last:
+            yield gauge(
+                "collector_last_trade_timestamp_seconds",
+                "When the last trade of any symbol arrived (Unix time)",
+                wall - (mono - max(last.values())),
+            )
         yield gauge(
             "collector_connected", "1 when the feed socket is up", int(r.connected)
         )
-        silent = r.seconds_since_data()
-        yield gauge(
-            "collector_seconds_since_data",
-            "Seconds since the last trade on this connection (-1: not connected)",
-            -1 if silent is None else silent,
-        )
+
         yield gauge(
             "collector_trade_queue_batches",
             "Receiver to aggregator queue",
@@ -195,20 +268,22 @@ class CollectorExporter:
             spool.dropped if spool else 0,
         )
         role = w.role.value if w.role is not None else "electing"
+        lock = w.leadership.name if w.leadership is not None else ""
         family = GaugeMetricFamily(
             "collector_writer_role",
-            "1 for this collector's current role (writer, standby, unknown)",
-            labels=["role"],
+            "1 for this collector's current role (writer, standby, unknown) for "
+            "its symbol set (lock)",
+            labels=["lock", "role"],
         )
         for name in ("writer", "standby", "unknown", "electing"):
-            family.add_metric([name], int(name == role))
+            family.add_metric([lock, name], int(name == role))
         yield family
         yield counter(
             "collector_db_errors",
             "Failed database calls by kind (transient, permanent, timeout)",
             None,
             ["kind"],
-            [([str(kind)], n) for kind, n in sorted(w.stats.db_errors.items())],
+            [([str(kind)], w.stats.db_errors[kind]) for kind in ErrorKind],
         )
         yield counter(
             "collector_db_calls_abandoned",
@@ -220,7 +295,10 @@ class CollectorExporter:
             "Rows (and damaged spool lines) put in the quarantine file",
             None,
             ["kind"],
-            [([kind], n) for kind, n in sorted(w.quarantine.counts.items())],
+            [
+                ([kind], w.quarantine.counts[kind])
+                for kind in [k.name for k in KINDS] + ["damaged"]
+            ],
         )
         yield counter(
             "collector_derived_nulled",
@@ -261,6 +339,9 @@ class CollectorExporter:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "MetricsServer"
+    # A real client sends its request at once: an idle or half-sent connection
+    # gives its slot back after this many seconds.
+    timeout = 2.0
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -284,14 +365,31 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
+class MetricsServer(HTTPServer):
+    """Bounded: a few worker threads, at most MAX_CONNECTIONS connections in hand
+    (the rest are closed at once), and a timeout on each. A flood of idle
+    connections can make a scrape wait, never exhaust the process's descriptors
+    (which the database and the spool need)."""
+
+    MAX_CONNECTIONS = 8
+    WORKERS = 4
+    request_queue_size = 128  # the listen backlog: a burst is refused, not dropped
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__((host, port), _Handler)
+        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
+        self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="metrics")
+        self.rejected = 0  # connections closed because all slots were taken
         self.app = app
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CollectorExporter(app))
+        # The standard process_*, python_* series, and what is running.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Info("collector_build", "Versions of what runs", registry=self.registry).info(
+            build_info()
+        )
         self._thread = threading.Thread(
             target=self.serve_forever, name="metrics", daemon=True
         )
@@ -310,6 +408,25 @@ class MetricsServer(ThreadingHTTPServer):
         }
         return (200 if verdict.healthy else 503), payload
 
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.rejected += 1
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        logger.debug("metrics request from %s failed", client_address)
+
     def start(self) -> "MetricsServer":
         self._thread.start()
         logger.info(
@@ -320,3 +437,4 @@ class MetricsServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -43,6 +43,16 @@ import websocket
 
 logger = logging.getLogger(__name__)
 
+# The environment the helper process inherits: locale, certificates, proxies.
+CHILD_ENV = frozenset(
+    {
+        "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME",
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "http_proxy", "https_proxy", "no_proxy",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    }
+)  # fmt: skip
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 BATCH_FRAMES = 256  # frames per message to the parent at most
 BATCH_AGE = 0.02  # seconds a frame may wait in the child for its batch
@@ -271,9 +281,11 @@ class Pump:
         for end in (ours, theirs):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BUFFER)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_BUFFER)
-        env = dict(os.environ)
+        # Only what reading a TLS socket needs: never the API key or the
+        # database URL (the URL it connects to comes over the socket pair).
+        env = {k: v for k, v in os.environ.items() if k in CHILD_ENV}
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), env.get("PYTHONPATH")) if p
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
         )
         try:
             self._proc = subprocess.Popen(

@@ -36,7 +36,6 @@ from api.pipeline.kinds import KINDS, TICK100
 from api.pipeline.messages import Bars, Finished
 from api.pipeline.store import Outcome, Store, Tails
 from api.workers.clock import Clock
-from api.workers.throttle import LogThrottle
 from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -127,7 +126,6 @@ class Writer(Worker):
         # What this collector knows is stored, per symbol and kind, to tell its
         # own writes from another collector's.
         self._known: Tails = {s: dict(t) for s, t in (known_tails or {}).items()}
-        self._throttle = LogThrottle(logger)
         self._flush_backoff = Backoff(**OUTAGE_BACKOFF)
         self._in_outage = False
         self._fresh_bars = False  # newly closed bars wait (not only revisions)
@@ -360,16 +358,14 @@ class Writer(Worker):
         self.stats.db_errors[kind] += 1
         self.stats.failed_attempts += 1
         self.last_error = first_line(exc)
-        self._throttle.log(
-            logging.WARNING,
-            f"db {kind}",
-            self.clock.monotonic(),
+        logger.warning(
             "❌ database %s failed (%s%s): %s; %d bars waiting",
             what,
             kind,
             f", attempt {attempt + 1}/{1 + len(RETRY_DELAYS)}" if attempt else "",
             self.last_error,
             self.waiting,
+            extra={"dedupe": f"db {kind}", "kind": str(kind)},
         )
         return kind
 
@@ -478,14 +474,12 @@ class Writer(Worker):
         try:
             return self.backlog.spool_dirty()
         except OSError as exc:
-            self._throttle.log(
-                logging.ERROR,
-                "spool",
-                self.clock.monotonic(),
+            logger.error(
                 "❌ cannot write the spool %s: %s; %d bars held in memory only",
                 self.spool.path,
                 exc,
                 self.waiting,
+                extra={"dedupe": "spool"},
             )
             return 0
 

@@ -21,7 +21,6 @@ from api.sentiment.scoring import (
     technical_momentum,
 )
 from api.workers.clock import Clock
-from api.workers.throttle import LogThrottle
 from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,6 @@ class SentimentEngine(Worker):
         self.state = {symbol: _SymbolState() for symbol in symbols}
         self.computations = 0
         self.errors = 0
-        self._throttle = LogThrottle(logger)
 
     def work(self) -> None:
         next_log = self.clock.monotonic() + 10
@@ -124,13 +122,12 @@ class SentimentEngine(Worker):
                 # Unknown, not zero: the holder's stale limit turns this into NULLs.
                 self.errors += 1
                 self.scores.forget(symbol)
-                self._throttle.log(
+                logger.log(
                     logging.ERROR,
-                    f"sentiment {symbol}",
-                    self.clock.monotonic(),
                     "❌ sentiment for %s failed: %r",
                     symbol,
                     exc,
+                    extra={"dedupe": f"sentiment {symbol}", "symbol": symbol},
                 )
         self.computations += 1
 
@@ -206,7 +203,6 @@ class NewsPoller(Worker):
         self.polls = 0
         self.failures = 0
         self._due = {symbol: 0.0 for symbol in symbols}
-        self._throttle = LogThrottle(logger)
 
     def _budget_interval(self) -> float:
         """The shortest interval at which polling every symbol around the clock
@@ -237,13 +233,12 @@ class NewsPoller(Worker):
                 # News is optional: whatever a response does to us must not stop
                 # the collector. The known articles stay, as in any outage.
                 articles = None
-                self._throttle.log(
+                logger.log(
                     logging.ERROR,
-                    f"news {symbol}",
-                    self.clock.monotonic(),
                     "❌ news for %s failed unexpectedly: %s",
                     symbol,
                     mask_token(repr(exc)),
+                    extra={"dedupe": f"news {symbol}", "symbol": symbol},
                 )
             if articles is None:
                 self.failures += 1

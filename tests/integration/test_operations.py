@@ -2,6 +2,9 @@
 
 import json
 import logging
+import os
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -58,8 +61,23 @@ def test_it_serves_prometheus_counters_that_match_what_the_feed_sent():
                 app.writer.stats.bars_written
             )
             assert sample["collector_symbol_bars_written_total{symbol=AAPL}"] > 0
-            assert "collector_reconnects_total{reason=connection dropped}" not in sample
+            # Reasons are exported from the start, at 0: rate() works at once.
+            assert sample["collector_reconnects_total{reason=connection dropped}"] == 0
+            assert sample["collector_db_errors_total{kind=timeout}"] == 0
             assert sample["collector_receiver_process_starts_total"] == 1
+            # When each symbol's last trade came, as Unix time.
+            now = time.time()
+            for symbol in ("AAPL", "MSFT", "TSLA"):
+                at = sample[
+                    f"collector_symbol_last_trade_timestamp_seconds{{symbol={symbol}}}"
+                ]
+                assert now - 30 < at <= now + 1
+            # The standard series, and what runs.
+            assert sample["process_cpu_seconds_total"] > 0
+            assert sample["process_resident_memory_bytes"] > 10e6
+            build = [k for k in sample if k.startswith("collector_build_info{")]
+            assert len(build) == 1 and "version=0.1.0" in build[0]
+            assert "python_info{" in "".join(sample)
 
 
 def test_it_flips_healthz_to_503_when_the_feed_goes_silent_and_back_after():
@@ -95,3 +113,35 @@ def test_it_never_logs_the_api_token(caplog):
     assert "connected to ws://127.0.0.1" in text
     assert "api_token=***" in text
     assert "TOPSECRET-123" not in text
+
+
+def test_it_keeps_answering_health_checks_through_a_flood_of_idle_connections():
+    def health(port: int) -> int:
+        try:
+            return get(f"http://127.0.0.1:{port}/healthz")[0]
+        except OSError:  # refused or closed while the slots are taken
+            return 0
+
+    with feed(rate=200, seed=37) as server:
+        with collector(server, metrics_port=0) as app:
+            port = app.metrics.port
+            assert wait_until(lambda: received(app) > 20, 10)
+            before = len(os.listdir("/proc/self/fd"))
+            idle = []
+            try:
+                for _ in range(140):  # connect, send nothing, keep it open
+                    idle.append(socket.create_connection(("127.0.0.1", port)))
+                during = len(os.listdir("/proc/self/fd"))
+                began = time.monotonic()
+                assert wait_until(lambda: health(port) == 200, 15)
+                took = time.monotonic() - began
+            finally:
+                for sock in idle:
+                    sock.close()
+            assert app.metrics.rejected > 100
+            # The test's own 140 sockets, plus at most the server's slots.
+            assert during - before <= 140 + app.metrics.MAX_CONNECTIONS + 8
+            assert app.writer.stats.db_errors == {}  # the database never starved
+            assert app.writer.stats.bars_written > 0
+    print(f"/healthz answered {took:.1f} s into a flood of 140 idle connections")
+    assert took < 10
