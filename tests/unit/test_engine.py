@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 
+from api.logs import RepeatFilter
 from api.market.messages import Trade
 from api.pipeline.messages import Closes, Trades
 from api.sentiment import engine as engine_module
@@ -174,7 +175,12 @@ def test_it_publishes_nothing_for_a_symbol_whose_computation_fails(monkeypatch, 
     assert engine.scores.latest("MSFT", NOW + 2).technical == 0.0  # flat: known 0
     assert engine.errors == 2
     failures = [r for r in caplog.records if "sentiment for AAPL failed" in r.message]
-    assert len(failures) == 1  # rate-limited
+    # Each failure is logged under one key; the log's repeat filter shows the
+    # first and holds back the rest for a minute.
+    assert [r.dedupe for r in failures] == ["sentiment AAPL"] * 2
+    assert failures[0].symbol == "AAPL"
+    repeats = RepeatFilter(interval=60.0)
+    assert [repeats.filter(r) for r in failures] == [True, False]
 
 
 def test_it_publishes_every_second_from_its_own_thread():
