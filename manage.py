@@ -13,6 +13,9 @@ def main() -> None:
         from api.workers import signals
 
         signals.install()  # before Django loads: a signal only sets a flag
+        # Spool, journal, quarantine, state and log files hold market data and
+        # the collector's identity: for its own user only (0600, dirs 0700).
+        os.umask(0o077)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

@@ -1,7 +1,9 @@
 """Startup checks on settings that Django itself cannot judge."""
 
+from pathlib import Path
+
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 @register(Tags.compatibility, deploy=False)
@@ -24,3 +26,41 @@ def check_collector_settings(app_configs, **kwargs) -> list[Error]:
             )
         )
     return errors
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+VOLATILE = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+
+
+@register(Tags.security, deploy=True)
+def check_deployment(app_configs, **kwargs) -> list[CheckMessage]:
+    """`manage.py check --deploy`: what this project needs in production."""
+    found: list[CheckMessage] = []
+    if not settings.SECRET_KEY_CONFIGURED:
+        found.append(
+            Error(
+                "DJANGO_SECRET_KEY is not set: every process invents its own key, "
+                "so admin sessions break across web workers (the web app refuses "
+                "to start)",
+                id="api.E101",
+            )
+        )
+    if settings.COLLECTOR_METRICS_HOST not in LOOPBACK:
+        found.append(
+            Warning(
+                f"COLLECTOR_METRICS_HOST={settings.COLLECTOR_METRICS_HOST!r}: /metrics "
+                "and /healthz are reachable beyond this machine; fine behind a "
+                "firewall or in a pod, otherwise bind to 127.0.0.1",
+                id="api.W102",
+            )
+        )
+    data = Path(settings.DATA_DIR).resolve()
+    if any(data == Path(v) or Path(v) in data.parents for v in VOLATILE):
+        found.append(
+            Warning(
+                f"COLLECTOR_DATA_DIR={data} is on temporary storage: the spool and "
+                "the partial bars are lost at a reboot",
+                id="api.W103",
+            )
+        )
+    return found

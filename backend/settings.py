@@ -21,9 +21,28 @@ load_dotenv(BASE_DIR / ".env", override=False)
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 # Without a configured key a random one is made per process: fine for the collector
-# and for a demo, and it never leaves a guessable default in production.
+# and for a demo, and it never leaves a guessable default. The web app refuses to
+# start without one (backend/wsgi.py): each worker would sign its own sessions.
+SECRET_KEY_CONFIGURED = bool(env_str("DJANGO_SECRET_KEY"))
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-" + secrets.token_hex(32)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# HTTPS: one switch for serving the web app over TLS (redirect, HSTS, secure
+# cookies); behind a proxy that terminates TLS, trust its X-Forwarded-Proto.
+DJANGO_HTTPS = env_bool("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = DJANGO_HTTPS
+SESSION_COOKIE_SECURE = DJANGO_HTTPS
+CSRF_COOKIE_SECURE = DJANGO_HTTPS
+SECURE_HSTS_SECONDS = (
+    env_int("DJANGO_HSTS_SECONDS", 31_536_000, 0) if DJANGO_HTTPS else 0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The debug page (DEBUG on) never shows the database URL, passwords or the key.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "api.debug.SecretsFilter"
 
 INSTALLED_APPS = [
     "api",  # first, so its admin/index.html (the chart link) extends the admin's
@@ -121,6 +140,13 @@ COLLECTOR_STARTUP_DB_WAIT_SECONDS = env_float(
 )
 COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
 COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
+
+COLLECTOR_METRICS_HOST = env_str("COLLECTOR_METRICS_HOST", "127.0.0.1")
+# cleanup_old_data's retention per model (its options override these).
+RETENTION_TICKS = env_str("RETENTION_TICKS", "1h")
+RETENTION_SECOND_BARS = env_str("RETENTION_SECOND_BARS", "7d")
+RETENTION_MINUTE_BARS = env_str("RETENTION_MINUTE_BARS", "3650d")
+RETENTION_TICK_CANDLES = env_str("RETENTION_TICK_CANDLES", "30d")
 
 COLLECTOR_LOG_MAX_MB = env_int("COLLECTOR_LOG_MAX_MB", 50, 1)
 COLLECTOR_LOG_BACKUPS = env_int("COLLECTOR_LOG_BACKUPS", 5, 0)

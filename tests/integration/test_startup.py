@@ -105,6 +105,12 @@ def test_it_shuts_down_on_sighup_like_sigterm_with_every_ended_second_stored(
     assert proc.returncode == 0, output
     assert "SIGHUP received: shutting down" in output
     assert "saved" in output and "partial 100-trade bars" in output
+    # What it keeps on disk is its user's alone.
+    kept = [tmp_path, *tmp_path.rglob("*")]
+    assert len(kept) >= 4  # the lock, the identity, the spool, the partial bars
+    for path in kept:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0 or path == tmp_path, f"{path}: {oct(mode)}"
     ended = int(stopped_at - 0.3)
     expected = {
         key: bar for key, bar in reference.second_bars(sent).items() if key[1] < ended

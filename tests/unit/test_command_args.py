@@ -10,20 +10,29 @@ def test_it_takes_the_single_symbol_when_no_list_is_given():
     assert parse_symbols("qld", None) == ["QLD"]
 
 
+def test_it_takes_qld_when_no_symbol_is_given():
+    assert parse_symbols(None, None) == ["QLD"]
+
+
+def test_it_refuses_both_a_symbol_and_a_list_in_one_line():
+    with pytest.raises(CommandError, match="give --symbol or --symbols, not both"):
+        parse_symbols("QLD", "AAPL")
+
+
 def test_it_normalises_and_dedupes_a_symbol_list():
-    assert parse_symbols("QLD", " aapl,MSFT ,aapl,,BRK.B") == ["AAPL", "MSFT", "BRK.B"]
+    assert parse_symbols(None, " aapl,MSFT ,aapl,,BRK.B") == ["AAPL", "MSFT", "BRK.B"]
 
 
 def test_it_refuses_more_than_50_symbols():
     many = ",".join(f"S{i}" for i in range(51))
     with pytest.raises(CommandError, match="51 symbols given"):
-        parse_symbols("QLD", many)
-    assert len(parse_symbols("QLD", ",".join(f"S{i}" for i in range(50)))) == 50
+        parse_symbols(None, many)
+    assert len(parse_symbols(None, ",".join(f"S{i}" for i in range(50)))) == 50
 
 
 def test_it_refuses_a_malformed_symbol():
     with pytest.raises(CommandError, match="'A B' is not a valid symbol"):
-        parse_symbols("QLD", "AAPL,A B")
+        parse_symbols(None, "AAPL,A B")
 
 
 def test_it_derives_the_feed_url_from_the_configured_one():

@@ -149,3 +149,17 @@ def test_it_writes_a_rotating_log_file_when_configured(tmp_path):
     assert [json.loads(line)["message"] for line in lines] == [
         "to the file ws://h/ws/us?api_token=***"
     ]
+
+
+def test_it_never_shows_the_database_url_or_a_secret_on_the_debug_page(
+    rf, settings, monkeypatch
+):
+    from api.debug import SecretsFilter
+
+    monkeypatch.setattr("api.debug.configured_secrets", lambda: ["k3y-VALUE-42"])
+    request = rf.get("/")
+    request.META["DATABASE_URL"] = "postgres://u:hunter2@db/market"
+    request.META["SOME_NOTE"] = "the key is k3y-VALUE-42"
+    meta = SecretsFilter().get_safe_request_meta(request)
+    assert meta["DATABASE_URL"] == "********************"
+    assert meta["SOME_NOTE"] == "the key is ***"

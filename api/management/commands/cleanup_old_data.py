@@ -37,25 +37,34 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--ticks",
-            default=getattr(settings, "RETENTION_TICKS", "1h"),
-            help="keep OHLCVTick rows this long (default 1h)",
+            default=settings.RETENTION_TICKS,
+            help="keep OHLCVTick rows this long (default %(default)s, from "
+            "RETENTION_TICKS)",
         )
         parser.add_argument(
             "--seconds",
-            default=getattr(settings, "RETENTION_SECOND_BARS", "7d"),
-            help="keep SecondSnapshot rows this long (default 7d)",
+            default=settings.RETENTION_SECOND_BARS,
+            help="keep SecondSnapshot rows this long (default %(default)s, from "
+            "RETENTION_SECOND_BARS)",
         )
         parser.add_argument(
             "--minutes",
-            default=getattr(settings, "RETENTION_MINUTE_BARS", "3650d"),
-            help="keep MinuteSnapshot rows this long (default 3650d: ten years)",
+            default=settings.RETENTION_MINUTE_BARS,
+            help="keep MinuteSnapshot rows this long (default %(default)s, from "
+            "RETENTION_MINUTE_BARS)",
         )
         parser.add_argument(
             "--candles",
-            default=getattr(settings, "RETENTION_TICK_CANDLES", "30d"),
-            help="keep TickCandle100 rows this long (default 30d)",
+            default=settings.RETENTION_TICK_CANDLES,
+            help="keep TickCandle100 rows this long (default %(default)s, from "
+            "RETENTION_TICK_CANDLES)",
         )
-        parser.add_argument("--batch-size", type=int, default=5000)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=5000,
+            help="rows deleted per transaction (default %(default)s)",
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="count what would go; delete nothing"
         )

@@ -21,8 +21,10 @@ MAX_SYMBOLS = 50
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,19}$")
 
 
-def parse_symbols(single: str, many: str | None) -> list[str]:
-    raw = many if many else single
+def parse_symbols(single: str | None, many: str | None) -> list[str]:
+    if single and many:
+        raise CommandError("give --symbol or --symbols, not both")
+    raw = many or single or "QLD"
     symbols: list[str] = []
     for item in raw.split(","):
         symbol = item.strip().upper()
@@ -71,7 +73,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--symbol", default="QLD", help="one symbol (default QLD)")
+        parser.add_argument("--symbol", help="one symbol (default QLD)")
         parser.add_argument(
             "--symbols", help=f"comma-separated symbols, up to {MAX_SYMBOLS}"
         )
@@ -96,25 +98,28 @@ class Command(BaseCommand):
             "--feed",
             choices=["us", "crypto"],
             default="us",
-            help="us trades (NYSE hours) or crypto trades (24/7)",
+            help="us trades (NYSE hours) or crypto trades (24/7); default %(default)s",
         )
         parser.add_argument(
             "--stale-after",
             type=positive,
             default=settings.COLLECTOR_STALE_AFTER_SECONDS,
-            help="reconnect after this many seconds without data (default 120)",
+            help="reconnect after this many seconds without data (default "
+            "%(default)s, from COLLECTOR_STALE_AFTER_SECONDS)",
         )
         parser.add_argument(
             "--grace",
             type=float,
             default=settings.COLLECTOR_GRACE_SECONDS,
-            help="write a second this long after it ends (default 2)",
+            help="write a second this long after it ends (default %(default)s, "
+            "from COLLECTOR_GRACE_SECONDS)",
         )
         parser.add_argument(
             "--revision-window",
             type=float,
             default=settings.COLLECTOR_REVISION_WINDOW_SECONDS,
-            help="late trades revise a stored second within this window (default 300)",
+            help="late trades revise a stored second within this window (default "
+            "%(default)s, from COLLECTOR_REVISION_WINDOW_SECONDS)",
         )
         parser.add_argument(
             "--metrics-port",
@@ -124,8 +129,9 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--metrics-host",
-            default="127.0.0.1",
-            help="address for --metrics-port (0.0.0.0 for a Kubernetes probe)",
+            default=settings.COLLECTOR_METRICS_HOST,
+            help="address for --metrics-port (default %(default)s, from "
+            "COLLECTOR_METRICS_HOST; 0.0.0.0 for a Kubernetes probe)",
         )
         parser.add_argument(
             "--spool-dir",
@@ -137,7 +143,8 @@ class Command(BaseCommand):
             "--spool-max-mb",
             type=positive,
             default=512,
-            help="spool size cap; past it the oldest bars are dropped (default 512)",
+            help="spool size cap; past it the oldest bars are dropped (default "
+            "%(default)s)",
         )
         parser.add_argument(
             "--record-dir",
@@ -152,7 +159,7 @@ class Command(BaseCommand):
             "--news-interval",
             type=positive,
             default=60.0,
-            help="seconds between news polls per symbol (default 60)",
+            help="seconds between news polls per symbol (default %(default)s)",
         )
         parser.add_argument(
             "--receiver-thread",
@@ -169,7 +176,8 @@ class Command(BaseCommand):
             "--demo-rate",
             type=positive,
             default=30.0,
-            help="trades per second of the simulated feed (with --demo)",
+            help="trades per second of the simulated feed (with --demo; default "
+            "%(default)s)",
         )
 
     def handle(self, *args, **options):
