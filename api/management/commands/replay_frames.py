@@ -250,8 +250,18 @@ class Command(BaseCommand):
             "--from", dest="start", help="first bar time, ISO 8601 (UTC if no offset)"
         )
         parser.add_argument("--to", dest="end", help="end of bar times, exclusive")
-        parser.add_argument("--grace", type=float, default=2.0)
-        parser.add_argument("--revision-window", type=float, default=300.0)
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=2.0,
+            help="as the live run's --grace (default %(default)s)",
+        )
+        parser.add_argument(
+            "--revision-window",
+            type=float,
+            default=300.0,
+            help="as the live run's --revision-window (default %(default)s)",
+        )
         parser.add_argument("--symbols", help="comma-separated; default: all")
         parser.add_argument(
             "--dry-run", action="store_true", help="compute and count; write nothing"

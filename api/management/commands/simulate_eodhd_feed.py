@@ -28,17 +28,52 @@ class Command(BaseCommand):
     help = "Run an EODHD-compatible WebSocket feed simulator until interrupted."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765)
         parser.add_argument(
-            "--rate", type=float, default=50.0, help="trades per second per socket"
+            "--host", default="127.0.0.1", help="address (default %(default)s)"
         )
-        parser.add_argument("--seed", type=int, default=None)
-        parser.add_argument("--jitter-ms", type=int, default=300)
-        parser.add_argument("--late-prob", type=float, default=0.0)
-        parser.add_argument("--late-ms", type=int, default=5000)
-        parser.add_argument("--fractional-prob", type=float, default=0.0)
-        parser.add_argument("--malformed-prob", type=float, default=0.0)
+        parser.add_argument(
+            "--port", type=int, default=8765, help="port (default %(default)s)"
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=50.0,
+            help="trades per second per socket (default %(default)s)",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=None, help="random seed (default: none)"
+        )
+        parser.add_argument(
+            "--jitter-ms",
+            type=int,
+            default=300,
+            help="`t` lags the clock by up to this: out-of-order prints "
+            "(default %(default)s)",
+        )
+        parser.add_argument(
+            "--late-prob",
+            type=float,
+            default=0.0,
+            help="chance a trade is a late print (default %(default)s)",
+        )
+        parser.add_argument(
+            "--late-ms",
+            type=int,
+            default=5000,
+            help="how late a late print is (default %(default)s)",
+        )
+        parser.add_argument(
+            "--fractional-prob",
+            type=float,
+            default=0.0,
+            help="chance of a fractional trade size (default %(default)s)",
+        )
+        parser.add_argument(
+            "--malformed-prob",
+            type=float,
+            default=0.0,
+            help="chance a frame is malformed (default %(default)s)",
+        )
         parser.add_argument(
             "--drop-after",
             default="",
@@ -55,7 +90,12 @@ class Command(BaseCommand):
             default="",
             help="CODE,CODE,...: 403, 422 or 500 for connection i instead of data",
         )
-        parser.add_argument("--max-symbols", type=int, default=50)
+        parser.add_argument(
+            "--max-symbols",
+            type=int,
+            default=50,
+            help="more symbols in a subscribe earn a 422 (default %(default)s)",
+        )
         parser.add_argument(
             "--token",
             action="append",
