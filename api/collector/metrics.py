@@ -31,6 +31,7 @@ from prometheus_client.core import (
 )
 
 from api.collector.feed import RECONNECT_REASONS
+from api.collector.leader import Role
 from api.pipeline.errors import ErrorKind
 from api.pipeline.kinds import KINDS
 
@@ -215,6 +216,27 @@ class CollectorExporter:
                 "When the last trade of any symbol arrived (Unix time)",
                 wall - (mono - max(last.values())),
             )
+        connected_at = r.connected_at
+        if r.connected and connected_at is not None:
+            yield gauge(
+                "collector_connected_since_timestamp_seconds",
+                "When the current feed connection was made (Unix time)",
+                wall - (mono - connected_at),
+            )
+        if news is not None and news.last_success_at is not None:
+            yield gauge(
+                "collector_news_last_success_timestamp_seconds",
+                "When a news poll last succeeded (Unix time)",
+                news.last_success_at,
+            )
+        verdict = app.verdict()
+        family = GaugeMetricFamily(
+            "collector_health",
+            "1 for the state /healthz reports now (severity: ok, degraded, failing)",
+            labels=["state", "severity"],
+        )
+        family.add_metric([verdict.state, verdict.severity], 1)
+        yield family
         yield gauge(
             "collector_connected", "1 when the feed socket is up", int(r.connected)
         )
@@ -246,10 +268,12 @@ class CollectorExporter:
             [([o.name], o.dropped) for o in app.fanout.outputs],
         )
         since = w.waiting_since
+        standby = w.role is Role.STANDBY  # its bars wait on purpose
         yield gauge(
             "collector_oldest_waiting_seconds",
-            "How long the oldest unwritten bar has waited (0: nothing waits)",
-            0.0 if since is None else w.clock.monotonic() - since,
+            "How long the oldest unwritten bar has waited (0: nothing waits, or "
+            "a standby)",
+            0.0 if since is None or standby else w.clock.monotonic() - since,
         )
         spool = app.spool
         yield gauge(

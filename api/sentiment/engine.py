@@ -202,6 +202,7 @@ class NewsPoller(Worker):
             )
         self.polls = 0
         self.failures = 0
+        self.last_success_at: float | None = None  # epoch seconds
         self._due = {symbol: 0.0 for symbol in symbols}
 
     def _budget_interval(self) -> float:
@@ -243,6 +244,7 @@ class NewsPoller(Worker):
             if articles is None:
                 self.failures += 1
                 continue
+            self.last_success_at = now
             if added:
                 logger.info("📰 %s: %d new articles", symbol, added)
         return made

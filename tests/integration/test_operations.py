@@ -78,6 +78,9 @@ def test_it_serves_prometheus_counters_that_match_what_the_feed_sent():
             build = [k for k in sample if k.startswith("collector_build_info{")]
             assert len(build) == 1 and "version=0.1.0" in build[0]
             assert "python_info{" in "".join(sample)
+            assert sample["collector_health{severity=ok,state=ok}"] == 1
+            connected = sample["collector_connected_since_timestamp_seconds"]
+            assert now - 60 < connected <= now
 
 
 def test_it_flips_healthz_to_503_when_the_feed_goes_silent_and_back_after():
