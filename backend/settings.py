@@ -32,6 +32,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # cookies); behind a proxy that terminates TLS, trust its X-Forwarded-Proto.
 DJANGO_HTTPS = env_bool("DJANGO_HTTPS", False)
 SECURE_SSL_REDIRECT = DJANGO_HTTPS
+# The container's own health check asks over plain HTTP from inside.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
 SESSION_COOKIE_SECURE = DJANGO_HTTPS
 CSRF_COOKIE_SECURE = DJANGO_HTTPS
 SECURE_HSTS_SECONDS = (
@@ -117,6 +119,20 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Under gunicorn the app serves its own static files (admin, chart) with
+# whitenoise: hashed, compressed copies made by `collectstatic`, which must have
+# run (the image does it and sets this). From a checkout, runserver serves them.
+DJANGO_SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if DJANGO_SERVE_STATIC
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+if DJANGO_SERVE_STATIC:
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 # EODHD: the key travels in the WebSocket URL's query string, so it is never logged.
 EODHD_API_KEY = env_str("EODHD_API_KEY")

@@ -465,6 +465,9 @@ def test_it_serves_the_web_app_with_gunicorn():
         "/opt/eodhd-collector/.venv/bin/gunicorn backend.wsgi:application "
     )
     assert one(unit, "Service", "Restart") == "always"
+    # Missing settings (exit 2) and a missing DJANGO_SECRET_KEY (gunicorn's 3) are
+    # not restarted every 5 s.
+    assert one(unit, "Service", "RestartPreventExitStatus") == "2 3"
 
 
 def test_it_cleans_up_old_data_daily_from_a_timer():
