@@ -39,6 +39,7 @@ class Quarantine:
                 "at" if kind.timed else "#",
                 position,
                 item.reason,
+                extra={"symbol": symbol, "kind": kind.name, "reason": item.reason},
             )
         self._keep(records)
 
