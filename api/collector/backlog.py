@@ -123,13 +123,7 @@ class Backlog:
             )
             for kind, pending in self.pending.items()
         }
-        longest = max(map(len, ordered.values()), default=0)
-        for start in range(0, longest, rows):
-            yield {
-                kind: entries[start : start + rows]
-                for kind, entries in ordered.items()
-                if entries[start : start + rows]
-            }
+        yield from _chunked(ordered, rows)
 
     def written(self, chunk: Chunk) -> None:
         """These entries are stored (or quarantined): they stop waiting, unless a
@@ -199,13 +193,7 @@ class Backlog:
             )
             for kind in contents.items
         }
-        longest = max(map(len, ordered.values()), default=0)
-        for start in range(0, longest, rows):
-            yield {
-                kind: entries[start : start + rows]
-                for kind, entries in ordered.items()
-                if entries[start : start + rows]
-            }
+        yield from _chunked(ordered, rows)
 
     # Roles ----------------------------------------------------------------------------
 
@@ -243,3 +231,14 @@ class Backlog:
                     key: item for key, item in items.items() if keep(kind, key)
                 }
             self.spool.replace(contents)
+
+
+def _chunked(ordered: dict[BarKind, list], rows: int) -> Iterator[Chunk]:
+    """Chunks of up to `rows` entries per kind, in the lists' order."""
+    longest = max(map(len, ordered.values()), default=0)
+    for start in range(0, longest, rows):
+        yield {
+            kind: entries[start : start + rows]
+            for kind, entries in ordered.items()
+            if entries[start : start + rows]
+        }

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import orjson
 
+from api.collector.durable import fsync_directory
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "frames-"
@@ -254,7 +256,7 @@ class Journal:
         self._path = path
         self._period = period
         self.stats.files += 1
-        _fsync_directory(self.directory)  # make the new name itself durable
+        fsync_directory(self.directory)  # make the new name itself durable
         logger.info("📼 journal file %s", path)
 
     def _close_file(self, quiet: bool = False) -> None:
@@ -290,19 +292,6 @@ def _stamp(period: float, rotate_seconds: float) -> str:
     if rotate_seconds % 3600 == 0:
         return start.strftime("%Y-%m-%dT%H")
     return start.strftime("%Y-%m-%dT%H-%M-%S")
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported here (e.g. Windows): the file fsyncs still run
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # Reading ------------------------------------------------------------------------
