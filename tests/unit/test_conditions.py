@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the published table is kept as written, one row a line)
 """The trade-condition table against an independent restatement of EODHD's
 guidelines, and the session a timestamp falls in."""
 
