@@ -81,23 +81,19 @@ class Leadership:
         self.role: Role | None = None  # None: no election yet
         self.definite: Role | None = None  # the last role the database confirmed
         self.losses = 0  # times the role became unknown
-        self.unknown_since: float | None = None  # monotonic
 
     @property
     def is_writer(self) -> bool:
         return self.role is Role.WRITER
 
-    def observe(self, held: bool | None, now: float | None = None) -> Change | None:
-        now = time.monotonic() if now is None else now
+    def observe(self, held: bool | None) -> Change | None:
         previous, definite = self.role, self.definite
         if held is None:
             if previous is Role.UNKNOWN:
                 return None
             self.role = Role.UNKNOWN
             self.losses += 1
-            self.unknown_since = now
             return Change.LOST
-        self.unknown_since = None
         if not held:
             self.role = self.definite = Role.STANDBY
             return None if previous is Role.STANDBY else Change.STANDBY
@@ -278,7 +274,7 @@ class Election:
 
     def observe(self, held: bool | None) -> Change | None:
         leadership = self.leadership
-        change = leadership.observe(held, self.clock.monotonic())
+        change = leadership.observe(held)
         if leadership.role is Role.UNKNOWN:
             self.next_at = self.clock.monotonic() + self._backoff.next()
         else:

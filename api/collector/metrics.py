@@ -315,6 +315,16 @@ class CollectorExporter:
             w.lane.abandoned,
         )
         yield counter(
+            "collector_db_sessions_opened",
+            "Database sessions the writer opened (more than a few: reconnects)",
+            w.lane.sessions,
+        )
+        yield counter(
+            "collector_bars_dropped",
+            "Bars dropped past the memory limit with no spool to keep them",
+            w.backlog.overflow_dropped,
+        )
+        yield counter(
             "collector_quarantined_rows",
             "Rows (and damaged spool lines) put in the quarantine file",
             None,

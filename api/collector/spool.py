@@ -55,7 +55,6 @@ class Spool:
         self.path = self.directory / "spool.jsonl"
         self.max_bytes = max_bytes
         self.dropped = 0  # records dropped past the cap (newest are kept)
-        self.appended_bytes = 0
         self._file = AppendFile(self.path)
         self._warned_full = False
         self._lock_fd: int | None = None
@@ -118,7 +117,7 @@ class Spool:
         """Append and fsync: once this returns, the records survive a crash."""
         if not records:
             return
-        self.appended_bytes += self._file.append(records)
+        self._file.append(records)
         size = self.size
         if size > self.max_bytes:
             self._enforce_cap()

@@ -7,9 +7,7 @@ def elect(answers: list) -> tuple[Leadership, list]:
     """Feed the lock's answers (True held, False held by another, None no
     answer) to a fresh election; the changes it reports, in order."""
     leadership = Leadership("AAPL", lock=None)
-    return leadership, [
-        leadership.observe(answer, now=i) for i, answer in enumerate(answers)
-    ]
+    return leadership, [leadership.observe(answer) for answer in answers]
 
 
 def test_it_is_the_writer_from_the_first_election_when_the_lock_is_free():
@@ -30,13 +28,12 @@ def test_it_never_calls_no_answer_a_standby():
     leadership, changes = elect([None, None])
     assert changes == [Change.LOST, None]
     assert leadership.role is Role.UNKNOWN
-    assert leadership.losses == 1 and leadership.unknown_since == 0
+    assert leadership.losses == 1
 
 
 def test_it_regains_the_role_after_an_unknown_spell():
     leadership, changes = elect([True, None, None, True])
     assert changes == [Change.FIRST, Change.LOST, None, Change.REGAINED]
-    assert leadership.unknown_since is None
 
 
 def test_it_becomes_standby_when_another_took_the_lock_during_the_spell():
