@@ -8,6 +8,14 @@ from django.db import models
 PRICE = {"max_digits": 24, "decimal_places": 10}
 VOLUME = {"max_digits": 30, "decimal_places": 10}
 PERCENT = {"max_digits": 20, "decimal_places": 6}
+# A bar's prices come from the prints the trade-condition rules let update them
+# (docs/conditions.md); a price no print was eligible for is NULL, never a price
+# borrowed from another bar.
+BAR_PRICE = {**PRICE, "null": True, "blank": True}
+ELIGIBLE_HELP = (
+    "Prints that were eligible to set the high/low by the trade-condition rules "
+    "(the tick count counts every print)."
+)
 
 
 class Source(models.TextChoices):
@@ -37,12 +45,13 @@ class SecondSnapshot(models.Model):
         Ticker, on_delete=models.CASCADE, related_name="second_snapshots"
     )
     timestamp = models.DateTimeField(help_text="Start of the UTC second.")
-    ohlc_1sec_open = models.DecimalField(**PRICE)
-    ohlc_1sec_high = models.DecimalField(**PRICE)
-    ohlc_1sec_low = models.DecimalField(**PRICE)
-    ohlc_1sec_close = models.DecimalField(**PRICE)
+    ohlc_1sec_open = models.DecimalField(**BAR_PRICE)
+    ohlc_1sec_high = models.DecimalField(**BAR_PRICE)
+    ohlc_1sec_low = models.DecimalField(**BAR_PRICE)
+    ohlc_1sec_close = models.DecimalField(**BAR_PRICE)
     ohlc_1sec_volume = models.DecimalField(**VOLUME)
     ohlc_1sec_tick_count = models.PositiveIntegerField()
+    ohlc_1sec_eligible_count = models.PositiveIntegerField(help_text=ELIGIBLE_HELP)
     vwap = models.DecimalField(**PRICE, null=True, blank=True)
     price_momentum_5sec = models.DecimalField(**PERCENT, null=True, blank=True)
     price_change_1sec = models.DecimalField(**PERCENT, null=True, blank=True)
@@ -82,12 +91,13 @@ class MinuteSnapshot(models.Model):
         Ticker, on_delete=models.CASCADE, related_name="minute_snapshots"
     )
     timestamp = models.DateTimeField(help_text="Start of the UTC minute.")
-    open = models.DecimalField(**PRICE)
-    high = models.DecimalField(**PRICE)
-    low = models.DecimalField(**PRICE)
-    close = models.DecimalField(**PRICE)
+    open = models.DecimalField(**BAR_PRICE)
+    high = models.DecimalField(**BAR_PRICE)
+    low = models.DecimalField(**BAR_PRICE)
+    close = models.DecimalField(**BAR_PRICE)
     volume = models.DecimalField(**VOLUME)
     tick_count = models.PositiveIntegerField()
+    eligible_count = models.PositiveIntegerField(help_text=ELIGIBLE_HELP)
     vwap = models.DecimalField(**PRICE, null=True, blank=True)
     # The composite sentiment when the minute closed; NULL when unknown.
     composite_score = models.FloatField(null=True, blank=True)
@@ -119,12 +129,13 @@ class TickCandle100(models.Model):
     )
     candle_number = models.BigIntegerField()
     completed_at = models.DateTimeField()
-    open = models.DecimalField(**PRICE)
-    high = models.DecimalField(**PRICE)
-    low = models.DecimalField(**PRICE)
-    close = models.DecimalField(**PRICE)
+    open = models.DecimalField(**BAR_PRICE)
+    high = models.DecimalField(**BAR_PRICE)
+    low = models.DecimalField(**BAR_PRICE)
+    close = models.DecimalField(**BAR_PRICE)
     total_volume = models.DecimalField(**VOLUME)
     tick_count = models.PositiveIntegerField(default=100)
+    eligible_count = models.PositiveIntegerField(help_text=ELIGIBLE_HELP)
     first_tick_time = models.DateTimeField()
     last_tick_time = models.DateTimeField()
     duration_seconds = models.DecimalField(max_digits=14, decimal_places=3)

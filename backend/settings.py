@@ -8,6 +8,7 @@ from dotenv import load_dotenv
 
 from backend.env import (
     env_bool,
+    env_choice,
     env_database,
     env_float,
     env_int,
@@ -146,6 +147,8 @@ COLLECTOR_GRACE_SECONDS = env_float("COLLECTOR_GRACE_SECONDS", 2.0, 0.0)
 COLLECTOR_REVISION_WINDOW_SECONDS = env_float(
     "COLLECTOR_REVISION_WINDOW_SECONDS", 300.0, 0.0
 )
+# Default for --conditions: which prints move a bar (docs/conditions.md).
+COLLECTOR_CONDITIONS = env_choice("COLLECTOR_CONDITIONS", "eodhd", ("eodhd", "all"))
 COLLECTOR_STALE_AFTER_SECONDS = env_float("COLLECTOR_STALE_AFTER_SECONDS", 120.0, 1.0)
 COLLECTOR_MAX_PENDING_BARS = env_int("COLLECTOR_MAX_PENDING_BARS", 500_000, 1000)
 # Bound on one database call of the collector (a stuck one is abandoned), and how
@@ -155,7 +158,7 @@ COLLECTOR_STARTUP_DB_WAIT_SECONDS = env_float(
     "COLLECTOR_STARTUP_DB_WAIT_SECONDS", 60.0, 0.0
 )
 COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
-COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
+COLLECTOR_LOG_FORMAT = env_choice("COLLECTOR_LOG_FORMAT", "text", ("text", "json"))
 
 COLLECTOR_METRICS_HOST = env_str("COLLECTOR_METRICS_HOST", "127.0.0.1")
 # cleanup_old_data's retention per model (its options override these).

@@ -8,11 +8,13 @@ One line per record:
 
     {"r": 1795960800.123, "f": "<frame text>"}     a frame that is valid UTF-8
     {"r": 1795960800.123, "b": "<base64>"}         any other bytes, kept exactly
-    {"r": 1795960800.0, "meta": {"next_candle": {"AAPL": 57}, "carried": {}}}
+    {"r": 1795960800.0, "meta": {"next_candle": {"AAPL": 57}, "carried": {},
+                                  "conditions": "eodhd"}}
 
 The meta record is written by mark_start() when a collector run starts: the
 100-trade numbering each subscribed symbol resumes from, so a replay numbers its
-candles exactly as that run did.
+candles exactly as that run did, and the trade-condition rules the run applied
+(a mark without them was written before the rules existed: every print counted).
 
 Cost on the hot path: record() appends to a deque and nothing else. Frames are
 encoded and compressed in batches, one gzip member per flush, by a background
@@ -77,6 +79,7 @@ class StartMark:
     next_candle: dict[str, int]
     carried: dict[str, int] = field(default_factory=dict)
     seeds: dict[str, list] = field(default_factory=dict)
+    conditions: str = "all"  # the run's --conditions; "all" before the rules
 
 
 Entry = Frame | StartMark
@@ -150,20 +153,21 @@ class Journal:
         received_at: float | None = None,
         carried: dict[str, int] | None = None,
         seeds: dict | None = None,
+        conditions: str = "eodhd",
     ) -> None:
         """Note that a collector run starts. Call it before the first frame, with
         the numbers the aggregator resumes from (keys: the subscribed symbols),
         `received_at` = the aggregator's start_second, `carried` = trades per
         symbol of a partial candle restored from the previous run, and `seeds` =
         the open wider buckets it goes on from ({kind: {(symbol, start):
-        Partial}})."""
+        Partial}}), `conditions` = the run's trade-condition rules."""
         at = self.clock() if received_at is None else received_at
         raw = {
             kind.name: [[s, start, *p.to_list()] for (s, start), p in got.items()]
             for kind, got in (seeds or {}).items()
             if got
         }
-        mark = StartMark(at, dict(next_numbers), dict(carried or {}), raw)
+        mark = StartMark(at, dict(next_numbers), dict(carried or {}), raw, conditions)
         self._buffer.append((at, mark))
 
     def flush(self) -> None:
@@ -274,7 +278,11 @@ class Journal:
 
 def _encode(received_at: float, item: bytes | str | StartMark) -> bytes:
     if type(item) is StartMark:
-        meta = {"next_candle": item.next_candle, "carried": item.carried}
+        meta = {
+            "next_candle": item.next_candle,
+            "carried": item.carried,
+            "conditions": item.conditions,
+        }
         if item.seeds:
             meta["seeds"] = item.seeds
         return orjson.dumps({"r": received_at, "meta": meta})
@@ -453,6 +461,7 @@ def _decode(line: bytes, path: Path) -> Entry | None:
             {str(k): int(v) for k, v in meta["next_candle"].items()},
             {str(k): int(v) for k, v in meta.get("carried", {}).items()},
             {str(k): list(v) for k, v in meta.get("seeds", {}).items()},
+            str(meta.get("conditions", "all")),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         logger.warning("⚠️ %s: skipped an unreadable record %.80r", path, line)

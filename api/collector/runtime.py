@@ -70,6 +70,7 @@ class CollectorConfig:
     stale_after: float = 120.0
     grace: float = 2.0
     revision_window: float = 300.0
+    conditions: str = "eodhd"  # the trade-condition rules (api.market.conditions)
     verbose: bool = False
     source: str = "eodhd_ws"
     max_pending: int = 500_000
@@ -278,6 +279,7 @@ class Collector:
                 next_numbers=next_numbers,
                 partial=self.partial_candles,
                 seeds=self.seeds,
+                conditions=cfg.conditions,
             ),
             verbose=cfg.verbose,
             save_partial=self._save_partial if self.spool is not None else None,
@@ -391,6 +393,7 @@ class Collector:
                 received_at=float(self.aggregator.start_second),
                 carried={s: len(t) for s, t in self.partial_candles.items()},
                 seeds=self.seeds,
+                conditions=cfg.conditions,
             )
             self.receiver.journal = self.journal
             logger.info("📼 recording every frame to %s", cfg.record_dir)

@@ -37,7 +37,9 @@ def save_partial_state(directory: Path, ticks: TickBars | None, seeds: Seeds) ->
         trades = ticks.pending(symbol)
         symbols[symbol] = {
             "next": ticks.next_number(symbol),
-            "trades": [[str(t.price), str(t.size), t.ts_ms] for t in trades],
+            "trades": [
+                [str(t.price), str(t.size), t.ts_ms, list(t.conditions)] for t in trades
+            ],
         }
     bars = {
         kind.name: [[symbol, start, *p.to_list()] for (symbol, start), p in got.items()]
@@ -57,6 +59,14 @@ def save_partial_state(directory: Path, ticks: TickBars | None, seeds: Seeds) ->
     )
 
 
+def _trade(symbol: str, price, size, ts, conditions=()) -> Trade:
+    """A saved trade; its condition codes (saved since the rules) let the next run
+    judge it by its rules."""
+    return Trade(
+        symbol, Decimal(price), Decimal(size), int(ts), tuple(map(int, conditions))
+    )
+
+
 def load_partial_state(directory: Path) -> Carried:
     """What the last clean stop saved; the file is consumed so the same trades
     can never be counted twice."""
@@ -69,10 +79,7 @@ def load_partial_state(directory: Path) -> Carried:
             candles={
                 symbol: (
                     int(entry["next"]),
-                    [
-                        Trade(symbol, Decimal(p), Decimal(v), int(ts))
-                        for p, v, ts in entry["trades"]
-                    ],
+                    [_trade(symbol, *row) for row in entry["trades"]],
                 )
                 for symbol, entry in data["symbols"].items()
             },

@@ -1,6 +1,14 @@
 """Trades -> time-bucketed bars (1 second, 1 minute, ...: with revisions) and
 N-trade candles. Pure.
 
+Each trade comes with its eligibility (api.market.conditions: which parts of a
+bar it may update). High and low come from the high/low-eligible prints, open
+and close from the last-eligible ones, volume and VWAP from the volume-eligible
+ones; the tick count counts every print and `eligible_count` the high/low-
+eligible ones. A part no print was eligible for is None (stored as NULL): a bar
+never borrows a price from another bar, so what a bar holds depends on its own
+prints only and is the same live, revised, across a restart and in a replay.
+
 Both builders are single-threaded: the aggregator thread owns them. Time is passed
 in (epoch seconds as floats); nothing here reads a clock.
 """
@@ -11,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 from operator import mul
 
+from api.market.conditions import EVERY, HIGH_LOW, LAST, VOLUME
 from api.market.messages import Trade
 
 # Enough digits that sums of price*size never round: parse_frame bounds every
@@ -30,34 +39,36 @@ MOMENTUM_SPAN = 5  # seconds looked back by price_momentum_5sec
 class TimeBar:
     symbol: str
     second: int  # epoch second (UTC) the bar's bucket starts at
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
+    open: Decimal | None  # None: no last-eligible print
+    high: Decimal | None  # None: no high/low-eligible print
+    low: Decimal | None
+    close: Decimal | None
     volume: Decimal
-    tick_count: int
+    tick_count: int  # every print
     vwap: Decimal | None  # None when volume is 0
-    first_ts_ms: int
+    first_ts_ms: int  # the earliest print's time, eligible or not
     last_ts_ms: int
     price_change_1sec: Decimal | None
     price_momentum_5sec: Decimal | None
     revision: bool
+    eligible_count: int  # the prints that were high/low-eligible
 
 
 @dataclass(frozen=True, slots=True)
 class TickCandle:
     symbol: str
     number: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
+    open: Decimal | None
+    high: Decimal | None
+    low: Decimal | None
+    close: Decimal | None
     volume: Decimal
-    tick_count: int
+    tick_count: int  # every print: always the candle's size
     first_ts_ms: int
     last_ts_ms: int
     duration_seconds: Decimal
     completed_at_ms: int
+    eligible_count: int
 
 
 class _Bucket:
@@ -69,51 +80,73 @@ class _Bucket:
     collector busy (Decimals and ints are not tracked by it).
     """
 
-    __slots__ = ("prices", "sizes", "stamps", "seed")
+    __slots__ = ("prices", "sizes", "stamps", "flags", "seed")
 
-    def __init__(self, trade: Trade | None) -> None:
+    def __init__(self, trade: Trade | None, flags: int = EVERY) -> None:
         if trade is None:
-            self.prices, self.sizes, self.stamps = [], [], []
+            self.prices, self.sizes, self.stamps, self.flags = [], [], [], []
         else:
             self.prices = [trade.price]
             self.sizes = [trade.size]
             self.stamps = [trade.ts_ms]
+            self.flags = [flags]
         self.seed: Partial | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Partial:
     """What a bucket that was still open when a run stopped held: exact running
-    totals, carried to the next run so that its bar goes on from them."""
+    totals, carried to the next run so that its bar goes on from them. A part
+    no print was eligible for is None (and so is its time)."""
 
-    open: Decimal
-    open_ts: int
-    close: Decimal
-    close_ts: int
-    high: Decimal
-    low: Decimal
+    open: Decimal | None
+    open_ts: int | None
+    close: Decimal | None
+    close_ts: int | None
+    high: Decimal | None
+    low: Decimal | None
     volume: Decimal
     pv: Decimal
     count: int
+    eligible: int
+    first_ts: int
+    last_ts: int
 
     def to_list(self) -> list:
-        """Exact, as JSON can hold it (decimals as text)."""
+        """Exact, as JSON can hold it (decimals as text, None as null)."""
         return [
-            str(self.open), self.open_ts, str(self.close), self.close_ts,
-            str(self.high), str(self.low), str(self.volume), str(self.pv), self.count,
+            _text(self.open), self.open_ts, _text(self.close), self.close_ts,
+            _text(self.high), _text(self.low), str(self.volume), str(self.pv),
+            self.count, self.eligible, self.first_ts, self.last_ts,
         ]  # fmt: skip
 
     @classmethod
     def from_list(cls, values: list) -> "Partial":
-        o, o_ts, c, c_ts, h, low, v, pv, n = values
+        o, o_ts, c, c_ts, h, low, v, pv, n, *rest = values
+        if rest:
+            eligible, first_ts, last_ts = (int(x) for x in rest)
+        else:  # written before the condition rules: every print counted
+            eligible, first_ts, last_ts = int(n), int(o_ts), int(c_ts)
         return cls(
-            Decimal(o), int(o_ts), Decimal(c), int(c_ts), Decimal(h), Decimal(low),
-            Decimal(v), Decimal(pv), int(n),
+            _number(o), _int(o_ts), _number(c), _int(c_ts), _number(h), _number(low),
+            Decimal(v), Decimal(pv), int(n), eligible, first_ts, last_ts,
         )  # fmt: skip
 
 
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _int(value) -> int | None:
+    return None if value is None else int(value)
+
+
 class _Acc:
-    """A closed second's running totals, kept so late trades can be merged."""
+    """A closed bucket's running totals, kept so late trades can be merged."""
 
     __slots__ = (
         "open",
@@ -125,17 +158,25 @@ class _Acc:
         "volume",
         "pv",
         "count",
+        "eligible",
+        "first_ts",
+        "last_ts",
     )
 
     def __init__(self, bucket: _Bucket) -> None:
         if not bucket.stamps:  # only what an earlier run held
             self._take(bucket.seed)
             return
-        self._of(bucket)
+        flags = bucket.flags
+        if flags.count(EVERY) == len(flags):
+            self._of(bucket)
+        else:
+            self._of_ruled(bucket)
         if bucket.seed is not None:
             self._absorb(bucket.seed)
 
     def _of(self, bucket: _Bucket) -> None:
+        """Every print eligible for everything (no codes, or --conditions all)."""
         # C builtins over plain lists: this runs once per trade per second.
         prices, sizes, stamps = bucket.prices, bucket.sizes, bucket.stamps
         first_ts, last_ts = min(stamps), max(stamps)
@@ -143,8 +184,9 @@ class _Acc:
         # the latest.
         self.open = prices[stamps.index(first_ts)]
         self.close = prices[len(stamps) - 1 - stamps[::-1].index(last_ts)]
-        self.open_ts, self.close_ts = first_ts, last_ts
-        self.count = len(stamps)
+        self.open_ts = self.first_ts = first_ts
+        self.close_ts = self.last_ts = last_ts
+        self.count = self.eligible = len(stamps)
         if self.count == 1:
             self.high = self.low = prices[0]
             self.volume = sizes[0]
@@ -156,6 +198,36 @@ class _Acc:
             self.volume = sum(sizes, _ZERO)
             self.pv = sum(map(mul, prices, sizes), _ZERO)
 
+    def _of_ruled(self, bucket: _Bucket) -> None:
+        """Each part from the prints eligible for it (the same open/close order
+        as _of among the last-eligible prints)."""
+        prices, sizes, stamps, flags = (
+            bucket.prices, bucket.sizes, bucket.stamps, bucket.flags,
+        )  # fmt: skip
+        self.count = len(stamps)
+        self.first_ts, self.last_ts = min(stamps), max(stamps)
+        ranged = [p for p, f in zip(prices, flags, strict=True) if f & HIGH_LOW]
+        self.eligible = len(ranged)
+        if ranged:
+            self.high, self.low = max(ranged), min(ranged)
+        else:
+            self.high = self.low = None
+        self.open = self.open_ts = self.close = self.close_ts = None
+        for price, ts, f in zip(prices, stamps, flags, strict=True):
+            if f & LAST:
+                if self.open_ts is None or ts < self.open_ts:
+                    self.open, self.open_ts = price, ts
+                if self.close_ts is None or ts >= self.close_ts:
+                    self.close, self.close_ts = price, ts
+        with localcontext(_EXACT):
+            counted = [
+                (p, v)
+                for p, v, f in zip(prices, sizes, flags, strict=True)
+                if f & VOLUME
+            ]
+            self.volume = sum([v for _, v in counted], _ZERO)
+            self.pv = sum([p * v for p, v in counted], _ZERO)
+
     def _take(self, seed: "Partial") -> None:
         for name in self.__slots__:
             setattr(self, name, getattr(seed, name))
@@ -163,33 +235,49 @@ class _Acc:
     def _absorb(self, seed: "Partial") -> None:
         """The earlier run's trades came first: on a time tie, its open wins and
         this run's close does."""
-        if seed.open_ts <= self.open_ts:
+        if seed.open is not None and (
+            self.open is None or seed.open_ts <= self.open_ts
+        ):
             self.open, self.open_ts = seed.open, seed.open_ts
-        if seed.close_ts > self.close_ts:
+        if seed.close is not None and (
+            self.close is None or seed.close_ts > self.close_ts
+        ):
             self.close, self.close_ts = seed.close, seed.close_ts
-        self.high = max(self.high, seed.high)
-        self.low = min(self.low, seed.low)
+        if seed.high is not None:
+            self.high = seed.high if self.high is None else max(self.high, seed.high)
+            self.low = seed.low if self.low is None else min(self.low, seed.low)
         self.volume = _EXACT.add(self.volume, seed.volume)
         self.pv = _EXACT.add(self.pv, seed.pv)
         self.count += seed.count
+        self.eligible += seed.eligible
+        self.first_ts = min(self.first_ts, seed.first_ts)
+        self.last_ts = max(self.last_ts, seed.last_ts)
 
     def partial(self) -> "Partial":
         return Partial(*(getattr(self, name) for name in self.__slots__))
 
-    def merge(self, trade: Trade) -> None:
+    def merge(self, trade: Trade, flags: int = EVERY) -> None:
         # The trade arrived after all others: on a ts tie it is not the open but
         # it is the close.
         price, ts = trade.price, trade.ts_ms
-        if ts < self.open_ts:
-            self.open, self.open_ts = price, ts
-        if ts >= self.close_ts:
-            self.close, self.close_ts = price, ts
-        if price > self.high:
-            self.high = price
-        if price < self.low:
-            self.low = price
-        self.volume = _EXACT.add(self.volume, trade.size)
-        self.pv = _EXACT.add(self.pv, _EXACT.multiply(price, trade.size))
+        if ts < self.first_ts:
+            self.first_ts = ts
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if flags & LAST:
+            if self.open is None or ts < self.open_ts:
+                self.open, self.open_ts = price, ts
+            if self.close is None or ts >= self.close_ts:
+                self.close, self.close_ts = price, ts
+        if flags & HIGH_LOW:
+            self.eligible += 1
+            if self.high is None or price > self.high:
+                self.high = price
+            if self.low is None or price < self.low:
+                self.low = price
+        if flags & VOLUME:
+            self.volume = _EXACT.add(self.volume, trade.size)
+            self.pv = _EXACT.add(self.pv, _EXACT.multiply(price, trade.size))
         self.count += 1
 
 
@@ -201,7 +289,8 @@ class _Kept:
     def __init__(self) -> None:
         self.seconds: list[int] = []
         self.bars: dict[int, _Acc] = {}
-        # (second, close) of the newest bar let go, for price_change_1sec.
+        # (second, close) of the newest bar with a close let go, for
+        # price_change_1sec.
         self.released: tuple[int, Decimal] | None = None
 
     def add(self, second: int, acc: _Acc) -> None:
@@ -212,23 +301,30 @@ class _Kept:
         self.bars[second] = acc
 
     def previous_close(self, second: int) -> Decimal | None:
-        i = bisect_left(self.seconds, second)
-        if i:
-            return self.bars[self.seconds[i - 1]].close
+        """The close of the latest earlier bar that has one."""
+        seconds, bars = self.seconds, self.bars
+        for i in range(bisect_left(seconds, second) - 1, -1, -1):
+            close = bars[seconds[i]].close
+            if close is not None:
+                return close
         if self.released is not None and self.released[0] < second:
             return self.released[1]
         return None
 
     def momentum_base(self, second: int, span: int) -> Decimal | None:
-        seconds = self.seconds
-        i = bisect_left(seconds, second - span)
-        if i < len(seconds) and seconds[i] < second:
-            return self.bars[seconds[i]].close
+        """The close of the earliest bar with one, from `span` before `second`."""
+        seconds, bars = self.seconds, self.bars
+        for i in range(bisect_left(seconds, second - span), len(seconds)):
+            if seconds[i] >= second:
+                break
+            close = bars[seconds[i]].close
+            if close is not None:
+                return close
         return None
 
 
-def _percent(new: Decimal, old: Decimal | None) -> Decimal | None:
-    if old is None or not old:
+def _percent(new: Decimal | None, old: Decimal | None) -> Decimal | None:
+    if new is None or old is None or not old:
         return None
     return _EXACT.quantize(
         _EXACT.multiply(_EXACT.divide(_EXACT.subtract(new, old), old), _HUNDRED),
@@ -272,7 +368,7 @@ class TimeBars:
         self.dropped_too_late = 0
         self.dropped_future = 0
 
-    def add(self, trade: Trade, now: float) -> None:
+    def add(self, trade: Trade, now: float, flags: int = EVERY) -> None:
         ts = trade.ts_ms
         width = self.width
         second = ts // 1000 if width == 1 else ts // 1000 // width * width
@@ -286,7 +382,7 @@ class TimeBars:
                 buckets = self._open[trade.symbol] = {}
             bucket = buckets.get(second)
             if bucket is None:
-                buckets[second] = _Bucket(trade)
+                buckets[second] = _Bucket(trade, flags)
                 self._n_open += 1
                 if second < self._min_open:
                     self._min_open = second
@@ -294,10 +390,11 @@ class TimeBars:
                 bucket.prices.append(trade.price)
                 bucket.sizes.append(trade.size)
                 bucket.stamps.append(ts)
+                bucket.flags.append(flags)
             return
-        self._add_late(trade, second, now)
+        self._add_late(trade, second, now, flags)
 
-    def _add_late(self, trade: Trade, second: int, now: float) -> None:
+    def _add_late(self, trade: Trade, second: int, now: float, flags: int) -> None:
         if now - (second + self.width) > self.revision_window:
             self.dropped_too_late += 1
             return
@@ -308,10 +405,10 @@ class TimeBars:
         if acc is None:
             # The second closed without trades: its first bar is still emitted
             # as a revision, since it comes after the second closed.
-            kept.add(second, _Acc(_Bucket(trade)))
+            kept.add(second, _Acc(_Bucket(trade, flags)))
             self._n_kept += 1
         else:
-            acc.merge(trade)
+            acc.merge(trade, flags)
         self._dirty.add((trade.symbol, second))
         self.late_trades += 1
 
@@ -391,13 +488,14 @@ class TimeBars:
             volume=acc.volume,
             tick_count=acc.count,
             vwap=vwap,
-            first_ts_ms=acc.open_ts,
-            last_ts_ms=acc.close_ts,
+            first_ts_ms=acc.first_ts,
+            last_ts_ms=acc.last_ts,
             price_change_1sec=_percent(acc.close, kept.previous_close(second)),
             price_momentum_5sec=_percent(
                 acc.close, kept.momentum_base(second, self._momentum_span)
             ),
             revision=revision,
+            eligible_count=acc.eligible,
         )
 
     def _release(self, now: float) -> None:
@@ -407,8 +505,11 @@ class TimeBars:
             if not seconds or seconds[0] >= horizon:
                 continue
             n = bisect_left(seconds, horizon)
-            newest = seconds[n - 1]
-            kept.released = (newest, kept.bars[newest].close)
+            for second in reversed(seconds[:n]):
+                close = kept.bars[second].close
+                if close is not None:
+                    kept.released = (second, close)
+                    break
             for second in seconds[:n]:
                 del kept.bars[second]
             del seconds[:n]
@@ -445,13 +546,17 @@ class TimeBars:
 
 
 class TickBars:
-    """Trades -> one candle per `size` trades of a symbol, in arrival order."""
+    """Trades -> one candle per `size` trades of a symbol, in arrival order. Every
+    print counts toward the size; each part of the candle comes from the prints
+    eligible for it (open/close: the first and last last-eligible print in
+    arrival order)."""
 
     def __init__(self, size: int = 100) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
         self._pending: dict[str, list[Trade]] = {}
+        self._flags: dict[str, list[int]] = {}
         self._next: dict[str, int] = {}
 
     def set_next_number(self, symbol: str, number: int) -> None:
@@ -465,49 +570,71 @@ class TickBars:
         """Symbols with a partial candle."""
         return [symbol for symbol, trades in self._pending.items() if trades]
 
-    def add(self, trade: Trade) -> TickCandle | None:
-        trades = self._pending.get(trade.symbol)
+    def add(self, trade: Trade, flags: int = EVERY) -> TickCandle | None:
+        symbol = trade.symbol
+        trades = self._pending.get(symbol)
         if trades is None:
-            trades = self._pending[trade.symbol] = []
+            trades = self._pending[symbol] = []
+            self._flags[symbol] = []
         trades.append(trade)
+        marks = self._flags[symbol]
+        marks.append(flags)
         if len(trades) < self.size:
             return None
-        self._pending[trade.symbol] = []
-        return self._candle(trade.symbol, trades)
+        self._pending[symbol] = []
+        self._flags[symbol] = []
+        return self._candle(symbol, trades, marks)
 
-    def _candle(self, symbol: str, trades: list[Trade]) -> TickCandle:
+    def _candle(self, symbol: str, trades: list[Trade], flags: list[int]) -> TickCandle:
         number = self._next.get(symbol, 1)
         self._next[symbol] = number + 1
-        prices = [t.price for t in trades]
         stamps = [t.ts_ms for t in trades]
+        if flags.count(EVERY) == len(flags):
+            ranged = lasts = [t.price for t in trades]
+            counted = trades
+        else:
+            ranged = [
+                t.price for t, f in zip(trades, flags, strict=True) if f & HIGH_LOW
+            ]
+            lasts = [t.price for t, f in zip(trades, flags, strict=True) if f & LAST]
+            counted = [t for t, f in zip(trades, flags, strict=True) if f & VOLUME]
         with localcontext(_EXACT):
-            volume = sum([t.size for t in trades], _ZERO)
+            volume = sum([t.size for t in counted], _ZERO)
         first_ts, last_ts = min(stamps), max(stamps)
         return TickCandle(
             symbol=symbol,
             number=number,
-            open=prices[0],
-            high=max(prices),
-            low=min(prices),
-            close=prices[-1],
+            open=lasts[0] if lasts else None,
+            high=max(ranged) if ranged else None,
+            low=min(ranged) if ranged else None,
+            close=lasts[-1] if lasts else None,
             volume=volume,
             tick_count=len(trades),
             first_ts_ms=first_ts,
             last_ts_ms=last_ts,
             duration_seconds=Decimal(last_ts - first_ts).scaleb(-3),
             completed_at_ms=last_ts,
+            eligible_count=len(ranged),
         )
 
     def pending(self, symbol: str) -> list[Trade]:
         return list(self._pending.get(symbol, ()))
 
-    def restore(self, symbol: str, trades: list[Trade]) -> None:
-        """Continue a partial candle (after a restart) from its trades in order."""
+    def restore(
+        self, symbol: str, trades: list[Trade], flags: list[int] | None = None
+    ) -> None:
+        """Continue a partial candle (after a restart) from its trades in order,
+        with their eligibility (default: every print eligible)."""
         if len(trades) >= self.size:
             raise ValueError("a partial candle holds fewer than size trades")
         if any(trade.symbol != symbol for trade in trades):
             raise ValueError("every restored trade must be of the symbol")
+        if flags is None:
+            flags = [EVERY] * len(trades)
+        if len(flags) != len(trades):
+            raise ValueError("one eligibility per restored trade")
         self._pending[symbol] = list(trades)
+        self._flags[symbol] = list(flags)
 
     def pending_count(self) -> int:
         return sum(map(len, self._pending.values()))

@@ -107,3 +107,63 @@ class SessionOf:
                 self._slots.clear()
             self._slots[slot] = session
         return session
+
+
+MODES = ("eodhd", "all")  # --conditions: EODHD's table, or every print counts
+
+# What EODHD's `ms` field says, against the session the calendar gives.
+_STATUS_REGULAR = {
+    "open": True,
+    "extended-hours": False,
+    "extended hours": False,
+    "closed": False,
+}
+
+
+class Rules:
+    """Trades -> what each may update in a bar, under a mode: "eodhd" applies the
+    table by the session of the trade's own timestamp; "all" lets every print
+    update everything (the collector's behaviour before the rules).
+
+    The frame's `ms` market status is only a cross-check: a trade whose status
+    names the other session than the calendar is counted in `disagreements`
+    (near a session boundary a few are normal: exchange clocks and the status
+    flag need not switch on the same millisecond)."""
+
+    def __init__(self, mode: str = "eodhd") -> None:
+        if mode not in MODES:
+            raise ValueError(f"conditions must be one of {', '.join(MODES)}")
+        self.mode = mode
+        self.session_of = SessionOf()
+        self._every = mode == "all"
+        self.disagreements = 0
+        self.ineligible = 0  # prints that may not update every part
+
+    def flags(self, trades) -> list[int]:
+        """The eligibility of each trade, in order."""
+        session_of = self.session_of
+        out = []
+        append = out.append
+        disagree = ineligible = 0
+        every = self._every
+        for trade in trades:
+            ms = trade.market_status
+            codes = trade.conditions
+            if ms is None and (every or not codes):
+                append(EVERY)
+                continue
+            session = session_of(trade.ts_ms)
+            if ms is not None:
+                regular = _STATUS_REGULAR.get(ms)
+                if regular is not None and regular != (session is Session.REGULAR):
+                    disagree += 1
+            if every or not codes:
+                append(EVERY)
+                continue
+            allowed = eligibility(codes, session)
+            if allowed != EVERY:
+                ineligible += 1
+            append(allowed)
+        self.disagreements += disagree
+        self.ineligible += ineligible
+        return out

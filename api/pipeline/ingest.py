@@ -10,11 +10,15 @@ by replay_frames alike. Pure: no threads, no I/O; time is passed in.
   on from what that run had (its seed), so a minute spanning a restart is whole.
 - Bars close `grace` after their bucket ends; a later trade within
   `revision_window` revises its bar (kinds' builders in api.market.bars).
+- Which prints move which part of a bar is decided once per trade by the run's
+  condition rules (api.market.conditions: "eodhd" or "all"); a partial
+  100-trade bar carried from the previous run is judged by this run's rules.
 """
 
 import math
 
 from api.market.bars import Partial, TickBars, TimeBars
+from api.market.conditions import Rules
 from api.market.messages import Trade
 from api.pipeline.kinds import KINDS, TICK100, BarKind
 
@@ -30,8 +34,10 @@ class Ingest:
         next_numbers: dict[str, int] | None = None,
         partial: dict[str, list[Trade]] | None = None,
         seeds: dict[BarKind, dict[tuple[str, int], Partial]] | None = None,
+        conditions: str = "eodhd",
     ) -> None:
         self.kinds = kinds
+        self.rules = Rules(conditions)
         self.start_second = start_second
         self._start_ms = start_second * 1000
         self.timed: dict[BarKind, TimeBars] = {
@@ -56,7 +62,7 @@ class Ingest:
             for symbol, number in (next_numbers or {}).items():
                 ticks.set_next_number(symbol, number)
             for symbol, trades in (partial or {}).items():
-                ticks.restore(symbol, trades)
+                ticks.restore(symbol, trades, self.rules.flags(trades))
         self.trades = 0
         self.before_start = 0  # trades for buckets before the run started
 
@@ -72,13 +78,14 @@ class Ingest:
     def add(self, trades: list[Trade], now: float) -> dict[BarKind, list]:
         """Take a batch; the count kinds' bars it completed, by kind."""
         start_ms = self._start_ms
+        flags = self.rules.flags(trades)
         first = True
         for builder in self.timed.values():
             add = builder.add
             before = 0
-            for trade in trades:
+            for trade, allowed in zip(trades, flags, strict=True):
                 if trade.ts_ms >= start_ms:
-                    add(trade, now)
+                    add(trade, now, allowed)
                 else:
                     before += 1
             if first:
@@ -86,7 +93,7 @@ class Ingest:
                 first = False
         completed = {}
         for kind, builder in self.counted.items():
-            done = [bar for bar in map(builder.add, trades) if bar is not None]
+            done = [bar for bar in map(builder.add, trades, flags) if bar is not None]
             if done:
                 completed[kind] = done
         self.trades += len(trades)

@@ -128,7 +128,7 @@ def old_bar(second: int) -> TimeBar:
     price = Decimal("101.25")
     return TimeBar(
         "AAPL", second, price, price, price, price, Decimal(7), 1, price,
-        second * 1000, second * 1000, None, None, False,
+        second * 1000, second * 1000, None, None, False, 1,
     )  # fmt: skip
 
 
@@ -143,7 +143,7 @@ def test_it_writes_a_damaged_spool_keeping_what_is_good_and_quarantining_the_res
     candle = TickCandle(
         "AAPL", 7, Decimal(1), Decimal(2), Decimal("0.5"), Decimal("1.5"),
         Decimal(300), 100, then * 1000, then * 1000 + 900, Decimal("0.9"),
-        then * 1000 + 900,
+        then * 1000 + 900, 100,
     )  # fmt: skip
     unstorable = SECOND.encode((old_bar(10**13), None))  # a second far out of range
     spool = Spool(tmp_path)

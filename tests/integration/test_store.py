@@ -24,7 +24,7 @@ def bar(second: int, price: str = "101.5") -> tuple[TimeBar, None]:
     p = Decimal(price)
     return (
         TimeBar(
-            "AAPL", second, p, p, p, p, Decimal(3), 1, None, 0, 0, None, None, False
+            "AAPL", second, p, p, p, p, Decimal(3), 1, None, 0, 0, None, None, False, 1
         ),
         None,
     )
@@ -33,7 +33,7 @@ def bar(second: int, price: str = "101.5") -> tuple[TimeBar, None]:
 def candle(number: int, price: str = "101.5") -> TickCandle:
     p = Decimal(price)
     return TickCandle(
-        "AAPL", number, p, p, p, p, Decimal(300), 100, 1000, 2000, Decimal(1), 2000
+        "AAPL", number, p, p, p, p, Decimal(300), 100, 1000, 2000, Decimal(1), 2000, 100
     )
 
 

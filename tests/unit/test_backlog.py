@@ -13,13 +13,13 @@ from api.pipeline.messages import Bars
 def bar(second: int, close: str = "1", revision: bool = False) -> TimeBar:
     one, c = Decimal(1), Decimal(close)
     return TimeBar(
-        "AAPL", second, one, one, one, c, one, 1, one, 0, 0, None, None, revision
+        "AAPL", second, one, one, one, c, one, 1, one, 0, 0, None, None, revision, 1
     )
 
 
 def candle(number: int, symbol: str = "AAPL") -> TickCandle:
     one = Decimal(1)
-    return TickCandle(symbol, number, one, one, one, one, one, 100, 0, 0, one, 0)
+    return TickCandle(symbol, number, one, one, one, one, one, 100, 0, 0, one, 0, 100)
 
 
 def seconds(*items) -> Bars:

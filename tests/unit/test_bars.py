@@ -55,6 +55,7 @@ def test_it_builds_a_bar_from_out_of_order_trades():
         price_change_1sec=None,
         price_momentum_5sec=None,
         revision=False,
+        eligible_count=5,
     )
 
 
@@ -203,6 +204,7 @@ def test_it_revises_a_closed_bar_with_a_late_trade():
         price_change_1sec=None,
         price_momentum_5sec=None,
         revision=True,
+        eligible_count=4,
     )
     assert bars.revisions == 1
     assert bars.close_until(S + 9) == []  # emitted once
@@ -392,6 +394,7 @@ def test_it_completes_a_candle_on_the_hundredth_trade():
         last_ts_ms=S * 1000 + 99,
         duration_seconds=D("0.099"),
         completed_at_ms=S * 1000 + 99,
+        eligible_count=100,
     )
     assert ticks.pending_count() == 0
 

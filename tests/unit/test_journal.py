@@ -1,5 +1,7 @@
 """The frame journal: faithful round trips, hourly files, crash tails, cheapness."""
 
+import gzip
+import json
 import logging
 import os
 import random
@@ -71,7 +73,7 @@ def test_it_round_trips_frames_byte_for_byte(tmp_path):
 
 def test_it_keeps_start_marks_in_order_with_the_frames(tmp_path):
     journal = sync_journal(tmp_path, clock=lambda: HOUR + 0.5)
-    journal.mark_start({"AAPL": 57, "MSFT": 1}, received_at=HOUR)
+    journal.mark_start({"AAPL": 57, "MSFT": 1}, received_at=HOUR, conditions="all")
     journal.record(frame(1), HOUR + 0.25)
     journal.mark_start({"AAPL": 58}, carried={"AAPL": 40})  # stamped by the clock
     journal.record(frame(2), HOUR + 0.75)
@@ -80,9 +82,9 @@ def test_it_keeps_start_marks_in_order_with_the_frames(tmp_path):
     entries = list(read_entries(tmp_path))
 
     assert entries == [
-        StartMark(HOUR, {"AAPL": 57, "MSFT": 1}, {}),
+        StartMark(HOUR, {"AAPL": 57, "MSFT": 1}, {}, conditions="all"),
         Frame(HOUR + 0.25, frame(1)),
-        StartMark(HOUR + 0.5, {"AAPL": 58}, {"AAPL": 40}),
+        StartMark(HOUR + 0.5, {"AAPL": 58}, {"AAPL": 40}, conditions="eodhd"),
         Frame(HOUR + 0.75, frame(2)),
     ]
     assert list(read_journal(tmp_path)) == [
@@ -563,3 +565,15 @@ def test_it_reads_a_truncated_tail_in_tiny_chunks(tmp_path, caplog, monkeypatch,
     assert got == everything[: len(got)]
     assert "truncated" in caplog.text
     assert damage_warnings(caplog) == []
+
+
+def test_a_start_mark_from_before_the_condition_rules_reads_as_every_print(tmp_path):
+    # What collectors wrote before --conditions existed: no "conditions" key.
+    path = tmp_path / "frames-2026-11-29T14.jsonl.gz"
+    record = {"r": HOUR, "meta": {"next_candle": {"AAPL": 3}, "carried": {}}}
+    with gzip.open(path, "wb") as fh:
+        fh.write(json.dumps(record).encode() + b"\n")
+
+    [mark] = list(read_entries(tmp_path))
+
+    assert mark == StartMark(HOUR, {"AAPL": 3}, {}, conditions="all")

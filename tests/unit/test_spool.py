@@ -25,6 +25,7 @@ def bar(second: int, close: str = "10.5", revision: bool = False) -> TimeBar:
         price_change_1sec=None,
         price_momentum_5sec=Decimal("-0.125"),
         revision=revision,
+        eligible_count=2,
     )
 
 
@@ -42,6 +43,7 @@ def candle(number: int) -> TickCandle:
         last_ts_ms=4500,
         duration_seconds=Decimal("3.5"),
         completed_at_ms=4500,
+        eligible_count=60,
     )
 
 

@@ -15,6 +15,9 @@ Rules that make a replay reproduce the live run:
 - Frames before any start mark are replayed with numbering from 1 (a warning says
   so): such candles are only right if the journal starts with the symbol's
   first candle.
+- Each run applies the trade-condition rules its start mark recorded (runs
+  recorded before the rules existed counted every print), unless --conditions
+  says otherwise.
 - Existing rows keep their sentiment scores and their `source`; rows the replay
   creates get source "replay" and no scores (unknown, never a fake 0).
 - --from/--to select the bars written (time bars by their start, 100-trade bars
@@ -33,6 +36,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.journal import Entry, StartMark, read_entries
 from api.market.bars import Partial
+from api.market.conditions import MODES
 from api.market.messages import Malformed, Trade, parse_frame
 from api.models import Source
 from api.pipeline.ingest import Ingest
@@ -98,8 +102,11 @@ class Replayer:
         symbols: set[str] | None = None,
         window: tuple[float, float] = (-math.inf, math.inf),
         warn: Callable[[str], None] = logger.warning,
+        conditions: str | None = None,
     ) -> None:
         self.store = store
+        # The trade-condition rules: None = each run's own, from its start mark.
+        self.conditions = conditions
         self.grace = grace
         self.revision_window = revision_window
         self.symbols = symbols
@@ -165,9 +172,11 @@ class Replayer:
                 for name, rows in mark.seeds.items()
                 if name in BY_NAME
             },
+            conditions=self.conditions or mark.conditions,
         )
 
     def _ingest(self, **run) -> Ingest:
+        run.setdefault("conditions", self.conditions or "eodhd")
         return Ingest(grace=self.grace, revision_window=self.revision_window, **run)
 
     def _end_run(self) -> None:
@@ -264,6 +273,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--symbols", help="comma-separated; default: all")
         parser.add_argument(
+            "--conditions",
+            choices=MODES,
+            help="trade-condition rules (default: each run's own, as its start mark "
+            "recorded them; runs recorded before the rules counted every print)",
+        )
+        parser.add_argument(
             "--dry-run", action="store_true", help="compute and count; write nothing"
         )
 
@@ -289,6 +304,7 @@ class Command(BaseCommand):
             symbols=_symbols(options["symbols"]),
             window=(start, end),
             warn=warn,
+            conditions=options["conditions"],
         )
         # Late prints for the last seconds arrive up to grace + window later.
         read_until = None if end == math.inf else end + grace + window + 1

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.collector.feed import FeedPolicy
 from api.collector.runtime import Collector, CollectorConfig, StartupError
+from api.market.conditions import MODES
 from api.workers import signals
 from api.workers.memory import tune_gc
 
@@ -99,6 +100,15 @@ class Command(BaseCommand):
             choices=["us", "crypto"],
             default="us",
             help="us trades (NYSE hours) or crypto trades (24/7); default %(default)s",
+        )
+        parser.add_argument(
+            "--conditions",
+            choices=MODES,
+            default=settings.COLLECTOR_CONDITIONS,
+            help="which prints move a bar: eodhd = EODHD's trade-condition table "
+            "(odd lots, average-price and out-of-sequence prints do not set "
+            "high/low or open/close), all = every print (default %(default)s, from "
+            "COLLECTOR_CONDITIONS)",
         )
         parser.add_argument(
             "--stale-after",
@@ -215,6 +225,7 @@ class Command(BaseCommand):
             stale_after=options["stale_after"],
             grace=options["grace"],
             revision_window=options["revision_window"],
+            conditions=options["conditions"],
             verbose=options["verbose"],
             source="simulator" if options["demo"] else "eodhd_ws",
             metrics_port=options["metrics_port"],
