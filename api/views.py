@@ -140,6 +140,7 @@ def second_candles(request) -> JsonResponse:
         "ohlc_1sec_close",
         "ohlc_1sec_volume",
         "ohlc_1sec_tick_count",
+        "ohlc_1sec_eligible_count",
         "composite_score",
         "news_score_cached",
         "technical_score_cached",
@@ -153,11 +154,12 @@ def second_candles(request) -> JsonResponse:
             "close": _num(c),
             "volume": _num(v),
             "tick_count": n,
+            "eligible_count": eligible,
             "composite_score": comp,
             "news_component": news,
             "technical_component": tech,
         }
-        for ts, o, h, lo, c, v, n, comp, news, tech in rows
+        for ts, o, h, lo, c, v, n, eligible, comp, news, tech in rows
     ]
     return _respond(ticker, start, end, limit, capped, "1s", data)
 
@@ -182,6 +184,7 @@ def tick_candles(request) -> JsonResponse:
             "total_volume",
             "candle_number",
             "tick_count",
+            "eligible_count",
             "duration_seconds",
             "first_tick_time",
             "last_tick_time",
@@ -197,11 +200,12 @@ def tick_candles(request) -> JsonResponse:
             "volume": _num(v),
             "candle_number": number,
             "tick_count": count,
+            "eligible_count": eligible,
             "duration_seconds": _num(duration),
             "first_tick_time": _iso(first),
             "last_tick_time": _iso(last),
         }
-        for done, o, h, lo, c, v, number, count, duration, first, last in rows
+        for done, o, h, lo, c, v, number, count, eligible, duration, first, last in rows
     ]
     return _respond(ticker, start, end, limit, capped, "100t", data)
 
@@ -227,6 +231,7 @@ def minute_candles(request) -> JsonResponse:
             "close",
             "volume",
             "tick_count",
+            "eligible_count",
             "vwap",
             "composite_score",
         )[:limit]
@@ -240,10 +245,11 @@ def minute_candles(request) -> JsonResponse:
             "close": _num(c),
             "volume": _num(v),
             "tick_count": n,
+            "eligible_count": eligible,
             "vwap": _num(vwap),
             "composite_score": comp,
         }
-        for ts, o, h, lo, c, v, n, vwap, comp in rows
+        for ts, o, h, lo, c, v, n, eligible, vwap, comp in rows
     ]
     return _respond(ticker, start, end, limit, capped, "1m", data)
 

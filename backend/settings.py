@@ -158,7 +158,7 @@ COLLECTOR_STARTUP_DB_WAIT_SECONDS = env_float(
     "COLLECTOR_STARTUP_DB_WAIT_SECONDS", 60.0, 0.0
 )
 COLLECTOR_LOG_FILE = env_str("COLLECTOR_LOG_FILE")
-COLLECTOR_LOG_FORMAT = env_choice("COLLECTOR_LOG_FORMAT", "text", ("text", "json"))
+COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
 
 COLLECTOR_METRICS_HOST = env_str("COLLECTOR_METRICS_HOST", "127.0.0.1")
 # cleanup_old_data's retention per model (its options override these).

@@ -39,6 +39,7 @@ def seed(symbols: int) -> None:
                     ohlc_1sec_close=close,
                     ohlc_1sec_volume=Decimal(100 + i % 900),
                     ohlc_1sec_tick_count=1 + i % 40,
+                    ohlc_1sec_eligible_count=1 + i % 30,
                     composite_score=float(i % 200 - 100),
                 )
             )
@@ -53,6 +54,7 @@ def seed(symbols: int) -> None:
                         low=price - 1,
                         close=close,
                         total_volume=Decimal(10_000),
+                        eligible_count=70,
                         first_tick_time=at - timedelta(seconds=4),
                         last_tick_time=at,
                         duration_seconds=Decimal(4),

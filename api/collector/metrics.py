@@ -135,6 +135,19 @@ class CollectorExporter:
         yield counter(
             "collector_revisions", "Revised 1-second bars emitted", a.seconds.revisions
         )
+        rules = a.ingest.rules
+        yield counter(
+            "collector_restricted_prints",
+            "Trades whose condition codes keep them from updating some part of a "
+            "bar (odd lots, Form T in regular hours, ...), under --conditions",
+            rules.ineligible,
+        )
+        yield counter(
+            "collector_market_status_disagreements",
+            "Trades whose `ms` market status names another session than the NYSE "
+            "calendar at their timestamp (a few near session boundaries are normal)",
+            rules.disagreements,
+        )
         yield counter(
             "collector_dropped_too_late",
             "Trades older than the revision window",

@@ -507,7 +507,7 @@ class Collector:
             return "not started"
         uptime = self.clock.monotonic() - self.started_at
         state = "connected" if r.connected else "disconnected"
-        seconds = a.seconds
+        seconds, rules = a.seconds, a.ingest.rules
         return (
             f"uptime {uptime:.0f}s | {state} ({r.stats.connections} connections) | "
             f"trades {r.stats.trades} malformed {r.stats.malformed} "
@@ -521,6 +521,7 @@ class Collector:
             + f"| waiting {w.waiting} | "
             f"open seconds {seconds.open_seconds()} late {seconds.late_trades} "
             f"dropped late {seconds.dropped_too_late} | "
+            f"conditions {rules.mode} restricted {rules.ineligible} | "
             f"queue {self.trades_queue.qsize()} | "
             f"role {w.role.value if w.role else 'electing'} | "
             f"spool {self.spool.size if self.spool else 0} B"

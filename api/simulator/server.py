@@ -12,6 +12,8 @@ No Django here: the module is used in-process by tests and by `--demo`.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import math
 import random
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +30,8 @@ import orjson
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
+
+from api.market import calendar
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +80,27 @@ START_PRICES = {
 EXTRA_SYMBOLS = ("ZVZZT", "AAPL", "MSFT", "TSLA", "BTC-USD")
 EXTRA_PROB = 0.03
 
-# US condition codes as EODHD relays them: 14 intermarket sweep, 37 odd lot,
-# 41 trade-through exempt, 12 form T (extended hours), 2 average price.
-CONDITION_SETS = ((), (), (), (14, 41), (14, 41), (12,), (2,), (41,), (14,))
+# US condition codes as EODHD relays them (Polygon's numbering), with weights
+# roughly like a liquid stock's tape: 14 intermarket sweep, 41 trade-through
+# exempt, 37 odd lot (added below to most prints under 100 shares), 12 form T,
+# 2 average price, 7 cash sale, 22 prior reference price, 33 sold out of
+# sequence, 15/16 market center official close/open, 38 corrected close.
+CONDITION_WEIGHTS = {
+    "regular": (
+        ((), 40), ((14, 41), 18), ((41,), 8), ((14,), 6), ((2,), 1), ((7,), 0.3),
+        ((22,), 0.5), ((33,), 0.5), ((15,), 0.1), ((16,), 0.1), ((38,), 0.05),
+    ),
+    # Outside regular hours most prints are Form T.
+    "extended": (((12,), 60), ((12, 41), 10), ((), 8), ((2,), 1), ((12, 33), 1)),
+}  # fmt: skip
+CONDITION_SETS = {
+    name: tuple(codes for codes, _ in table)
+    for name, table in CONDITION_WEIGHTS.items()
+}
+CONDITION_CUMULATIVE = {
+    name: tuple(itertools.accumulate(weight for _, weight in table))
+    for name, table in CONDITION_WEIGHTS.items()
+}
 
 
 @dataclass
@@ -101,7 +124,10 @@ class SimOptions:
     symbols_extra: bool = False  # sometimes push a symbol the client didn't ask for
     max_symbols: int = 50
     keep_sent: bool = True  # record frames for sent_trades(); off for long runs
-    market_status: str | None = "open"  # `ms` of US trades; None omits it (old frames)
+    # `ms` of US trades: "auto" follows the NYSE calendar at the trade's time
+    # ("open", "extended-hours", "closed"); a fixed string is sent as is; None
+    # omits it (old frames).
+    market_status: str | None = "auto"
     reject_bad_token_http: int | None = None  # 401/403 at the handshake, not a frame
     reject_handshake: list[int | None] | None = None  # HTTP status per attempt
     clock: Callable[[], float] = time.time  # epoch seconds, for `t`
@@ -161,6 +187,22 @@ class PriceBook:
             return price, self._open[symbol]
 
 
+def _status(t_ms: int) -> str:
+    """What EODHD's `ms` says at this time, by the NYSE calendar."""
+    return _status_of_half_hour(t_ms // 1_800_000)
+
+
+@functools.lru_cache(maxsize=256)
+def _status_of_half_hour(slot: int) -> str:
+    # Every session boundary falls on a half hour (see api.market.conditions).
+    at = datetime.fromtimestamp(slot * 1800, tz=UTC)
+    if calendar.is_open(at, extended=False):
+        return "open"
+    if calendar.is_open(at, extended=True):
+        return "extended-hours"
+    return "closed"
+
+
 def _number(value: float) -> float | int:
     # The real feed writes integral prices without a fraction (`"p":141`).
     return int(value) if float(value).is_integer() else value
@@ -208,7 +250,14 @@ class FrameFactory:
             size = 100 * rng.choice((1, 1, 1, 2, 2, 3, 5, 10))
         else:
             size = rng.randint(1, 99)
-        conditions = list(rng.choice(CONDITION_SETS))
+        t = self._t(rng)
+        status = _status(t)
+        table = "regular" if status == "open" else "extended"
+        conditions = list(
+            rng.choices(CONDITION_SETS[table], cum_weights=CONDITION_CUMULATIVE[table])[
+                0
+            ]
+        )
         if size < 100 and 37 not in conditions and rng.random() < 0.9:
             conditions.append(37)  # odd lots usually carry the odd-lot code
         frame: dict = {
@@ -218,9 +267,11 @@ class FrameFactory:
             "v": size,
             "dp": rng.random() < 0.12,
         }
-        if opts.market_status is not None:
+        if opts.market_status == "auto":
+            frame["ms"] = status
+        elif opts.market_status is not None:
             frame["ms"] = opts.market_status
-        frame["t"] = self._t(rng)
+        frame["t"] = t
         return frame
 
     def _crypto(

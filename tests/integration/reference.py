@@ -1,8 +1,55 @@
 """An independent reference for the bars: brute force over the trades the feed
-server says it sent, written without the collector's code."""
+server says it sent, written without the collector's code.
+
+Trade conditions ("eodhd", the collector's default) follow EODHD's published table
+restated here, with the session taken from the exchange_calendars package's NYSE
+calendar; "all" counts every print."""
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
+
+import exchange_calendars
+import pandas
+
+# EODHD's "Trade Conditions Guidelines": the codes that do NOT update each part
+# (regular hours / extended hours and any other time). Codes in neither of
+# EODHD's lists count as regular sales.
+_NO = {
+    "high_low": {
+        "regular": {2, 7, 12, 13, 15, 16, 20, 21, 37, 52, 53},
+        "extended": {2, 7, 15, 16, 20, 21, 37, 52, 53},
+    },
+    "last": {
+        "regular": {2, 5, 7, 10, 12, 13, 15, 16, 20, 21, 22, 29, 33, 37, 52, 53},
+        "extended": {2, 5, 7, 10, 15, 16, 20, 21, 22, 29, 33, 37, 52, 53},
+    },
+    "volume": {"regular": {15, 16, 38}, "extended": {15, 16, 38}},
+}
+
+
+@lru_cache(maxsize=1)
+def _nyse():
+    return exchange_calendars.get_calendar("XNYS")
+
+
+@lru_cache(maxsize=4096)
+def _session_of_minute(minute: int) -> str:
+    at = pandas.Timestamp(datetime.fromtimestamp(minute * 60, tz=UTC))
+    calendar = _nyse()
+    if not calendar.is_session(at.tz_convert("America/New_York").date()):
+        return "extended"
+    return "regular" if calendar.is_open_on_minute(at) else "extended"
+
+
+def allows(trade: dict, part: str, conditions: str = "eodhd") -> bool:
+    """May this print (as sent: a frame dict) update this part of a bar?"""
+    codes = trade.get("c") or []
+    if conditions == "all" or not codes:
+        return True
+    session = _session_of_minute(int(trade["t"]) // 60_000)
+    return not set(codes) & _NO[part][session]
 
 
 def _num(value) -> Decimal:
@@ -13,9 +60,15 @@ def _size(trade: dict) -> Decimal:
     return _num(trade["v"] if "v" in trade else trade["q"])
 
 
-def second_bars(trades: list[dict], start_second: int = 0, width: int = 1) -> dict:
+def second_bars(
+    trades: list[dict],
+    start_second: int = 0,
+    width: int = 1,
+    conditions: str = "eodhd",
+) -> dict:
     """{(symbol, bucket start): (open, high, low, close, volume, count)} for
-    buckets of `width` seconds; trades stamped before `start_second` left out."""
+    buckets of `width` seconds; trades stamped before `start_second` left out.
+    A price no print was eligible for is None."""
     groups: dict[tuple[str, int], list[tuple[int, int, dict]]] = defaultdict(list)
     for arrival, trade in enumerate(trades):
         second = int(trade["t"]) // 1000
@@ -25,20 +78,30 @@ def second_bars(trades: list[dict], start_second: int = 0, width: int = 1) -> di
     bars = {}
     for key, items in groups.items():
         items.sort(key=lambda item: (item[0], item[1]))
-        prices = [_num(t["p"]) for _, _, t in items]
+        ranged = [_num(t["p"]) for *_, t in items if allows(t, "high_low", conditions)]
+        lasts = [_num(t["p"]) for *_, t in items if allows(t, "last", conditions)]
         bars[key] = (
-            prices[0],
-            max(prices),
-            min(prices),
-            prices[-1],
-            sum((_size(t) for _, _, t in items), Decimal(0)),
+            lasts[0] if lasts else None,
+            max(ranged) if ranged else None,
+            min(ranged) if ranged else None,
+            lasts[-1] if lasts else None,
+            sum(
+                (_size(t) for *_, t in items if allows(t, "volume", conditions)),
+                Decimal(0),
+            ),
             len(items),
         )
     return bars
 
 
-def tick_candles(trades: list[dict], size: int = 100, first_number: int = 1) -> dict:
-    """{(symbol, number): (open, high, low, close, volume, first_ms, last_ms)}"""
+def tick_candles(
+    trades: list[dict],
+    size: int = 100,
+    first_number: int = 1,
+    conditions: str = "eodhd",
+) -> dict:
+    """{(symbol, number): (open, high, low, close, volume, first_ms, last_ms)}:
+    every print counts toward the size; prices from the eligible ones."""
     by_symbol: dict[str, list[dict]] = defaultdict(list)
     for trade in trades:
         by_symbol[trade["s"]].append(trade)
@@ -46,14 +109,18 @@ def tick_candles(trades: list[dict], size: int = 100, first_number: int = 1) -> 
     for symbol, items in by_symbol.items():
         for index in range(len(items) // size):
             chunk = items[index * size : (index + 1) * size]
-            prices = [_num(t["p"]) for t in chunk]
+            ranged = [_num(t["p"]) for t in chunk if allows(t, "high_low", conditions)]
+            lasts = [_num(t["p"]) for t in chunk if allows(t, "last", conditions)]
             times = [int(t["t"]) for t in chunk]
             candles[(symbol, first_number + index)] = (
-                prices[0],
-                max(prices),
-                min(prices),
-                prices[-1],
-                sum((_size(t) for t in chunk), Decimal(0)),
+                lasts[0] if lasts else None,
+                max(ranged) if ranged else None,
+                min(ranged) if ranged else None,
+                lasts[-1] if lasts else None,
+                sum(
+                    (_size(t) for t in chunk if allows(t, "volume", conditions)),
+                    Decimal(0),
+                ),
                 min(times),
                 max(times),
             )
@@ -77,8 +144,10 @@ def stored_second_bars() -> dict:
     }
 
 
-def minute_bars(trades: list[dict], start_second: int = 0) -> dict:
-    return second_bars(trades, start_second, width=60)
+def minute_bars(
+    trades: list[dict], start_second: int = 0, conditions: str = "eodhd"
+) -> dict:
+    return second_bars(trades, start_second, width=60, conditions=conditions)
 
 
 def stored_minute_bars() -> dict:

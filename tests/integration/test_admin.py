@@ -25,6 +25,7 @@ def seeded(db):
         ohlc_1sec_close=Decimal("1.5"),
         ohlc_1sec_volume=Decimal("10"),
         ohlc_1sec_tick_count=2,
+        ohlc_1sec_eligible_count=2,
     )
     candle = TickCandle100.objects.create(
         ticker=qld,
@@ -35,6 +36,7 @@ def seeded(db):
         low=Decimal("0.5"),
         close=Decimal("1.5"),
         total_volume=Decimal("100"),
+        eligible_count=100,
         first_tick_time=T0,
         last_tick_time=T0,
         duration_seconds=Decimal("0"),

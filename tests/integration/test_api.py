@@ -29,6 +29,7 @@ def add_seconds(ticker: Ticker, start: datetime, count: int, **extra) -> None:
             ohlc_1sec_close=Decimal("100.75") + i,
             ohlc_1sec_volume=Decimal("12.5"),
             ohlc_1sec_tick_count=3,
+            ohlc_1sec_eligible_count=2,
             **extra,
         )
         for i in range(count)
@@ -46,6 +47,7 @@ def add_candles(ticker: Ticker, start: datetime, count: int) -> None:
             low=Decimal("49"),
             close=Decimal("50.5"),
             total_volume=Decimal("1000.25"),
+            eligible_count=60,
             first_tick_time=start + timedelta(seconds=10 * i),
             last_tick_time=start + timedelta(seconds=10 * i + 9),
             duration_seconds=Decimal("9.000"),
@@ -80,6 +82,7 @@ def test_it_returns_second_candles_in_the_documented_shape(client, qld):
         "close": 100.75,
         "volume": 12.5,
         "tick_count": 3,
+        "eligible_count": 2,
         "composite_score": 12.5,
         "news_component": None,
         "technical_component": -3.0,
@@ -118,6 +121,7 @@ def test_it_returns_tick_candles_in_the_documented_shape(client, qld):
         "volume": 1000.25,
         "candle_number": 2,
         "tick_count": 100,
+        "eligible_count": 60,
         "duration_seconds": 9.0,
         "first_tick_time": "2026-03-02T14:30:10Z",
         "last_tick_time": "2026-03-02T14:30:19Z",
@@ -135,6 +139,7 @@ def test_it_returns_minute_candles_in_the_documented_shape(client, qld):
             close=Decimal("101.25"),
             volume=Decimal("1234.5"),
             tick_count=180,
+            eligible_count=120,
             vwap=Decimal("100.9876543210"),
             composite_score=None if i else 7.5,
         )
@@ -155,6 +160,7 @@ def test_it_returns_minute_candles_in_the_documented_shape(client, qld):
             "close": 101.25,
             "volume": 1234.5,
             "tick_count": 180,
+            "eligible_count": 120,
             "vwap": 100.987654321,
             "composite_score": 7.5,
         },
@@ -166,10 +172,33 @@ def test_it_returns_minute_candles_in_the_documented_shape(client, qld):
             "close": 101.25,
             "volume": 1234.5,
             "tick_count": 180,
+            "eligible_count": 120,
             "vwap": 100.987654321,
             "composite_score": None,
         },
     ]
+
+
+def test_a_second_without_eligible_prints_has_null_prices_and_its_volume(client, qld):
+    # Only odd lots traded in that second: they count in volume and ticks but set
+    # no price (docs/conditions.md).
+    SecondSnapshot.objects.create(
+        ticker=qld,
+        timestamp=T0,
+        ohlc_1sec_open=None,
+        ohlc_1sec_high=None,
+        ohlc_1sec_low=None,
+        ohlc_1sec_close=None,
+        ohlc_1sec_volume=Decimal("37"),
+        ohlc_1sec_tick_count=4,
+        ohlc_1sec_eligible_count=0,
+    )
+    [row] = client.get(
+        "/api/second-candles/",
+        {"start_time": iso(T0), "end_time": iso(T0 + timedelta(seconds=1))},
+    ).json()["data"]
+    assert (row["open"], row["high"], row["low"], row["close"]) == (None,) * 4
+    assert (row["volume"], row["tick_count"], row["eligible_count"]) == (37.0, 4, 0)
 
 
 def test_it_returns_realtime_sentiment_with_nulls_kept(client, qld):

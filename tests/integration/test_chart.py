@@ -26,7 +26,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def seed(symbol: str, count: int) -> Ticker:
+def seed(symbol: str, count: int, unpriced_every: int = 0) -> Ticker:
+    """`count` bars; with unpriced_every=k every k-th bar has only odd lots (no
+    prices at all) and every (k+5)-th only high/low-eligible prints (no open or
+    close)."""
     ticker = Ticker.objects.create(symbol=symbol)
     start = timezone.now().replace(microsecond=0) - timedelta(seconds=count + 5)
     price = Decimal("100")
@@ -44,9 +47,17 @@ def seed(symbol: str, count: int) -> Ticker:
                 ohlc_1sec_close=close,
                 ohlc_1sec_volume=Decimal(100 + (i * 13) % 400),
                 ohlc_1sec_tick_count=5,
+                ohlc_1sec_eligible_count=5,
                 composite_score=None if i < 5 else float((i * 7) % 120 - 60),
             )
         )
+        if unpriced_every and i % unpriced_every == unpriced_every - 1:
+            row = rows[-1]
+            row.ohlc_1sec_open = row.ohlc_1sec_close = None
+            row.ohlc_1sec_high = row.ohlc_1sec_low = None
+            row.ohlc_1sec_eligible_count = 0
+        elif unpriced_every and i % (unpriced_every + 5) == 0:
+            rows[-1].ohlc_1sec_open = rows[-1].ohlc_1sec_close = None
         price = close
     SecondSnapshot.objects.bulk_create(rows)
     return ticker
@@ -80,7 +91,7 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
         pytest.skip("chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    seed("QLD", 120)
+    seed("QLD", 120, unpriced_every=10)  # 12 bars without prices
     seed("AAPL", 10)
     client.force_login(admin_user)
     session = client.cookies["sessionid"].value
@@ -96,8 +107,11 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{live_server.url}/chart/?symbol=QLD&range=15m")
-            page.wait_for_selector("#candles g.candle")
-            assert page.locator("#candles g.candle").count() == 120
+            page.wait_for_selector("#candles g.candle", state="attached")
+            # A bar without prices has its volume and no candle; one without an
+            # open and close has a wick and no body.
+            assert page.locator("#candles g.candle").count() == 108
+            assert page.locator("#candles g.candle rect").count() == 108 - 8
             assert page.locator("#volumes rect").count() == 120
             assert page.locator("#sentiment").count() == 1
             assert "QLD: 120 bars" in page.inner_text("#status")

@@ -41,6 +41,7 @@ def aged():
             ohlc_1sec_close=1,
             ohlc_1sec_volume=1,
             ohlc_1sec_tick_count=1,
+            ohlc_1sec_eligible_count=1,
         )
     for days in (8, 4000):
         MinuteSnapshot.objects.create(
@@ -48,6 +49,7 @@ def aged():
             timestamp=now - timedelta(days=days),
             **dict.fromkeys(("open", "high", "low", "close", "volume"), 1),
             tick_count=1,
+            eligible_count=1,
         )
     for number, days in enumerate((40, 35, 20, 1), start=1):
         at = now - timedelta(days=days)
@@ -60,6 +62,7 @@ def aged():
             low=1,
             close=1,
             total_volume=100,
+            eligible_count=100,
             first_tick_time=at,
             last_tick_time=at,
             duration_seconds=0,

@@ -17,6 +17,7 @@ from api.market.bars import Partial
 from api.models import SecondSnapshot, TickCandle100, Ticker
 from api.pipeline.kinds import MINUTE
 from tests.integration.reference import (
+    allows,
     second_bars,
     stored_minute_bars,
     stored_second_bars,
@@ -79,7 +80,9 @@ def build_stream() -> tuple[list[tuple], list[dict]]:
             "v": rng.randint(1, 500),
             # Up to 40 ms either way: trades arrive out of exchange-time order.
             "t": S0 * 1000 + 500 + i * 25 + gap + rng.randint(-40, 40),
-            "c": [12],
+            # A mix of prints the condition rules treat differently (S0 is a
+            # Sunday: the extended-hours column, Form T is a regular print).
+            "c": rng.choice([[], [], [12], [37], [14, 37, 41], [2], [16], [41]]),
             "dp": False,
             "ms": "open",
         }
@@ -101,16 +104,19 @@ def build_stream() -> tuple[list[tuple], list[dict]]:
 
 
 def open_minute(trades: list[dict], symbol: str) -> Partial:
-    """What a run that stopped holding these trades had of minute S0."""
+    """What a run that stopped holding these trades had of minute S0, by the
+    trade-condition rules."""
     mine = [(t["t"], n, t) for n, t in enumerate(trades) if t["s"] == symbol]
-    first = min(mine, key=lambda x: (x[0], x[1]))
-    last = max(mine, key=lambda x: (x[0], x[1]))
-    prices = [Decimal(str(t["p"])) for _, _, t in mine]
-    sizes = [Decimal(t["v"]) for _, _, t in mine]
+    lasts = [m for m in mine if allows(m[2], "last")]
+    first = min(lasts, key=lambda x: (x[0], x[1]))
+    last = max(lasts, key=lambda x: (x[0], x[1]))
+    prices = [Decimal(str(t["p"])) for *_, t in mine if allows(t, "high_low")]
+    counted = [t for *_, t in mine if allows(t, "volume")]
     return Partial(
         Decimal(str(first[2]["p"])), first[0], Decimal(str(last[2]["p"])), last[0],
-        max(prices), min(prices), sum(sizes),
-        sum(p * v for p, v in zip(prices, sizes, strict=True)), len(mine),
+        max(prices), min(prices), sum(Decimal(t["v"]) for t in counted),
+        sum(Decimal(str(t["p"])) * Decimal(t["v"]) for t in counted), len(mine),
+        len(prices), min(m[0] for m in mine), max(m[0] for m in mine),
     )  # fmt: skip
 
 
@@ -138,9 +144,9 @@ def journal_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def expected_bars() -> dict:
+def expected_bars(conditions: str = "eodhd") -> dict:
     run2 = TRADES.index(STALE)
-    return second_bars(TRADES[:run2] + TRADES[run2 + 1 :])
+    return second_bars(TRADES[:run2] + TRADES[run2 + 1 :], conditions=conditions)
 
 
 def expected_minutes() -> dict:
@@ -148,12 +154,12 @@ def expected_minutes() -> dict:
     return second_bars(TRADES[:run2] + TRADES[run2 + 1 :], width=60)
 
 
-def expected_candles() -> dict:
+def expected_candles(conditions: str = "eodhd") -> dict:
     aapl = [t for t in TRADES if t["s"] == "AAPL"]
     msft = [t for t in TRADES if t["s"] == "MSFT"]
     return {
-        **tick_candles(aapl, first_number=FIRST_AAPL),
-        **tick_candles(msft, first_number=FIRST_MSFT),
+        **tick_candles(aapl, first_number=FIRST_AAPL, conditions=conditions),
+        **tick_candles(msft, first_number=FIRST_MSFT, conditions=conditions),
     }
 
 
@@ -297,6 +303,31 @@ def test_it_writes_nothing_on_a_dry_run(journal_dir):
     assert TickCandle100.objects.count() == 0
     assert f"bars {len(expected_bars())}, revisions 1, candles 6," in output
     assert "dry run: nothing written" in output
+
+
+def test_it_applies_the_rules_the_runs_recorded_unless_told_otherwise(
+    journal_dir, tmp_path
+):
+    # The stream's condition mix makes the two rule sets give other bars.
+    assert expected_bars("all") != expected_bars("eodhd")
+    assert expected_candles("all") != expected_candles("eodhd")
+
+    replay(journal_dir, "--conditions", "all")
+    assert stored_second_bars() == expected_bars("all")
+    assert stored_tick_candles() == expected_candles("all")
+
+    # A journal whose runs recorded "all" (or predate the rules) replays so.
+    SecondSnapshot.objects.all().delete()
+    TickCandle100.objects.all().delete()
+    journal = Journal(tmp_path, flush_interval=None)
+    aapl = [t for t in TRADES if t["s"] == "AAPL"][:250]
+    journal.mark_start({"AAPL": 1}, received_at=S0, conditions="all")
+    for n, trade in enumerate(aapl):
+        journal.record(json.dumps(trade).encode(), S0 + 1 + n * 0.01)
+    journal.close()
+    replay(tmp_path)
+    assert stored_tick_candles() == tick_candles(aapl, conditions="all")
+    assert stored_second_bars() == second_bars(aapl, S0, conditions="all")
 
 
 def test_it_numbers_candles_from_1_without_a_start_mark(tmp_path):

@@ -22,6 +22,7 @@ def snapshot(ticker: Ticker, **overrides) -> SecondSnapshot:
         "ohlc_1sec_close": Decimal("100.20"),
         "ohlc_1sec_volume": Decimal("300"),
         "ohlc_1sec_tick_count": 3,
+        "ohlc_1sec_eligible_count": 3,
     }
     values.update(overrides)
     return SecondSnapshot.objects.create(**values)
@@ -37,6 +38,7 @@ def candle(ticker: Ticker, number: int, **overrides) -> TickCandle100:
         "low": Decimal("9"),
         "close": Decimal("10.5"),
         "total_volume": Decimal("1000"),
+        "eligible_count": 100,
         "first_tick_time": T0,
         "last_tick_time": T0 + timedelta(seconds=9),
         "duration_seconds": Decimal("9.000"),

@@ -31,6 +31,11 @@ def run_check(**env) -> subprocess.CompletedProcess:
         ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe' is not a boolean"),
         ("EODHD_WS_URL", "http://example.invalid/ws/us", "EODHD_WS_URL"),
         ("CONN_MAX_AGE", "soon", "CONN_MAX_AGE='soon' is not an integer"),
+        (
+            "COLLECTOR_CONDITIONS",
+            "some",
+            "COLLECTOR_CONDITIONS='some' is not one of eodhd, all",
+        ),
     ],
 )
 def test_it_fails_with_one_clear_line_on_a_bad_setting(name, value, expected):

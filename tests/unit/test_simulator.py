@@ -5,6 +5,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -103,7 +104,7 @@ def test_it_streams_us_trades_only_for_the_subscribed_symbols(make_server):
         assert all(isinstance(code, int) for code in f["c"])
         assert isinstance(f["v"], int | float) and f["v"] > 0
         assert isinstance(f["dp"], bool)
-        assert f["ms"] == "open"
+        assert f["ms"] in ("open", "extended-hours", "closed")
         assert isinstance(f["t"], int)
     assert any(f["c"] == [] for f in frames)
     assert any(f["dp"] for f in frames)
@@ -111,6 +112,38 @@ def test_it_streams_us_trades_only_for_the_subscribed_symbols(make_server):
     assert any(f["v"] < 100 for f in frames)  # odd lots
     assert any(isinstance(f["v"], float) for f in frames)  # fractional sizes
     assert server.connection_log[0].symbols == ["AAPL", "MSFT"]
+
+
+@pytest.mark.parametrize(
+    ("at", "status"),
+    [
+        # Monday 21 September 2026, New York time.
+        (datetime(2026, 9, 21, 14, 0, tzinfo=UTC), "open"),  # 10:00
+        (datetime(2026, 9, 21, 12, 0, tzinfo=UTC), "extended-hours"),  # 08:00
+        (datetime(2026, 9, 21, 21, 0, tzinfo=UTC), "extended-hours"),  # 17:00
+        (datetime(2026, 9, 22, 2, 0, tzinfo=UTC), "closed"),  # 22:00
+        (datetime(2026, 11, 26, 16, 0, tzinfo=UTC), "closed"),  # Thanksgiving
+    ],
+)
+def test_it_sends_the_market_status_and_conditions_of_the_session(
+    make_server, at, status
+):
+    server = make_server(rate=3000, seed=4, clock=lambda: at.timestamp())
+    ws = connect(server)
+    assert ws.recv() == AUTHORIZED
+    subscribe(ws, "AAPL")
+
+    frames = receive(ws, 400)
+
+    assert {f["ms"] for f in frames} == {status}
+    form_t = sum(12 in f["c"] for f in frames) / len(frames)
+    odd_lots = sum(37 in f["c"] for f in frames) / len(frames)
+    # Form T is what most prints carry outside regular hours, never inside.
+    if status == "open":
+        assert form_t == 0
+    else:
+        assert form_t > 0.5
+    assert 0.1 < odd_lots < 0.5  # a large share of prints, as on the real tape
 
 
 def test_it_streams_crypto_trades_with_numbers_as_strings(make_server):

@@ -64,8 +64,11 @@
     const n = rows.length;
     const step = plotW / n;
     const bodyW = Math.max(1, Math.min(14, step * 0.7));
-    const lows = rows.map((r) => r.low), highs = rows.map((r) => r.high);
-    let pMin = Math.min(...lows), pMax = Math.max(...highs);
+    // A bar whose prints set no price (by the trade-condition rules) has null
+    // prices: it shows its volume and no candle.
+    const priced = rows.filter((r) => r.high !== null && r.low !== null);
+    const lows = priced.map((r) => r.low), highs = priced.map((r) => r.high);
+    let pMin = lows.length ? Math.min(...lows) : 0, pMax = highs.length ? Math.max(...highs) : 1;
     if (pMax === pMin) { pMax += 0.01; pMin -= 0.01; }
     const pad = (pMax - pMin) * 0.05;
     pMin -= pad; pMax += pad;
@@ -82,14 +85,19 @@
     const candles = el("g", { id: "candles" }, svg);
     const volumes = el("g", { id: "volumes" }, svg);
     rows.forEach((r, i) => {
-      const dir = r.close >= r.open ? "up" : "down";
-      const g = el("g", { class: "candle " + dir, "data-time": r.timestamp }, candles);
-      el("line", { x1: x(i), x2: x(i), y1: y(r.high), y2: y(r.low), "stroke-width": 1 }, g);
-      const yTop = y(Math.max(r.open, r.close));
-      const h = Math.max(1, Math.abs(y(r.open) - y(r.close)));
-      el("rect", { x: x(i) - bodyW / 2, y: yTop, width: bodyW, height: h }, g);
-      const title = el("title", {}, g);
-      title.textContent = `${r.timestamp}  O ${r.open} H ${r.high} L ${r.low} C ${r.close}  V ${r.volume}`;
+      const bodied = r.open !== null && r.close !== null;
+      const dir = !bodied || r.close >= r.open ? "up" : "down";
+      if (r.high !== null && r.low !== null) {
+        const g = el("g", { class: "candle " + dir, "data-time": r.timestamp }, candles);
+        el("line", { x1: x(i), x2: x(i), y1: y(r.high), y2: y(r.low), "stroke-width": 1 }, g);
+        if (bodied) {
+          const yTop = y(Math.max(r.open, r.close));
+          const h = Math.max(1, Math.abs(y(r.open) - y(r.close)));
+          el("rect", { x: x(i) - bodyW / 2, y: yTop, width: bodyW, height: h }, g);
+        }
+        const title = el("title", {}, g);
+        title.textContent = `${r.timestamp}  O ${r.open} H ${r.high} L ${r.low} C ${r.close}  V ${r.volume}`;
+      }
       const vh = (r.volume / vMax) * volH;
       el("rect", { x: x(i) - bodyW / 2, y: volTop + volH - vh, width: bodyW, height: Math.max(vh, 0.5), class: "volume " + dir }, volumes);
     });
