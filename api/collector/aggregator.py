@@ -131,7 +131,9 @@ class Aggregator(Worker):
                 else:
                     scores = self.scores.latest(bar.symbol, scores_at)
                     stamped[key] = scores
-                    if kind is SECOND:
+                    if kind is SECOND and bar.close is not None:
+                        # (A second of odd lots only has no close: nothing to
+                        # tell the momentum.)
                         closes.append((bar.symbol, bar.second, bar.close))
                 items.append((bar, scores))
         if closes:

@@ -17,6 +17,7 @@ import math
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
+from itertools import compress
 from operator import mul
 
 from api.market.conditions import EVERY, HIGH_LOW, LAST, VOLUME
@@ -30,6 +31,12 @@ _PERCENT = Decimal("0.000001")
 _VWAP = Decimal("0.0000000001")  # the database keeps 10 decimal places
 _HUNDRED = Decimal(100)
 _ZERO = Decimal(0)
+
+# Masks for itertools.compress: which prints may update a part.
+_HIGH_LOW_BIT = HIGH_LOW.__and__
+_LAST_BIT = LAST.__and__
+_VOLUME_BIT = VOLUME.__and__
+_PRICED = HIGH_LOW | LAST
 
 FUTURE_LIMIT = 60.0  # seconds ahead of now beyond which a trade's clock is wrong
 MOMENTUM_SPAN = 5  # seconds looked back by price_momentum_5sec
@@ -200,33 +207,46 @@ class _Acc:
 
     def _of_ruled(self, bucket: _Bucket) -> None:
         """Each part from the prints eligible for it (the same open/close order
-        as _of among the last-eligible prints)."""
+        as _of among the last-eligible prints). C builtins over masks; the
+        masks are shared where the bucket's prints allow (usually: regular
+        prints and odd lots, which count in volume and set no price)."""
         prices, sizes, stamps, flags = (
             bucket.prices, bucket.sizes, bucket.stamps, bucket.flags,
         )  # fmt: skip
         self.count = len(stamps)
         self.first_ts, self.last_ts = min(stamps), max(stamps)
-        ranged = [p for p, f in zip(prices, flags, strict=True) if f & HIGH_LOW]
+        kinds = set(flags)
+        ranged_mask = list(map(_HIGH_LOW_BIT, flags))
+        ranged = list(compress(prices, ranged_mask))
         self.eligible = len(ranged)
         if ranged:
             self.high, self.low = max(ranged), min(ranged)
         else:
             self.high = self.low = None
-        self.open = self.open_ts = self.close = self.close_ts = None
-        for price, ts, f in zip(prices, stamps, flags, strict=True):
-            if f & LAST:
-                if self.open_ts is None or ts < self.open_ts:
-                    self.open, self.open_ts = price, ts
-                if self.close_ts is None or ts >= self.close_ts:
-                    self.close, self.close_ts = price, ts
-        with localcontext(_EXACT):
-            counted = [
-                (p, v)
-                for p, v, f in zip(prices, sizes, flags, strict=True)
-                if f & VOLUME
+        if all(k & _PRICED in (0, _PRICED) for k in kinds):
+            last_prices, last_mask = ranged, ranged_mask  # the same prints
+        else:
+            last_mask = list(map(_LAST_BIT, flags))
+            last_prices = list(compress(prices, last_mask))
+        if last_prices:
+            last_stamps = list(compress(stamps, last_mask))
+            first_ts, last_ts = min(last_stamps), max(last_stamps)
+            self.open = last_prices[last_stamps.index(first_ts)]
+            self.close = last_prices[
+                len(last_stamps) - 1 - last_stamps[::-1].index(last_ts)
             ]
-            self.volume = sum([v for _, v in counted], _ZERO)
-            self.pv = sum([p * v for p, v in counted], _ZERO)
+            self.open_ts, self.close_ts = first_ts, last_ts
+        else:
+            self.open = self.open_ts = self.close = self.close_ts = None
+        with localcontext(_EXACT):
+            if all(k & VOLUME for k in kinds):
+                self.volume = sum(sizes, _ZERO)
+                self.pv = sum(map(mul, prices, sizes), _ZERO)
+            else:
+                mask = list(map(_VOLUME_BIT, flags))
+                counted = list(compress(sizes, mask))
+                self.volume = sum(counted, _ZERO)
+                self.pv = sum(map(mul, compress(prices, mask), counted), _ZERO)
 
     def _take(self, seed: "Partial") -> None:
         for name in self.__slots__:

@@ -111,12 +111,10 @@ class SessionOf:
 
 MODES = ("eodhd", "all")  # --conditions: EODHD's table, or every print counts
 
-# What EODHD's `ms` field says, against the session the calendar gives.
-_STATUS_REGULAR = {
-    "open": True,
-    "extended-hours": False,
-    "extended hours": False,
-    "closed": False,
+# The `ms` values that name another session than the calendar's.
+_OTHER_STATUS = {
+    Session.REGULAR: frozenset({"extended-hours", "extended hours", "closed"}),
+    Session.EXTENDED: frozenset({"open"}),
 }
 
 
@@ -136,31 +134,41 @@ class Rules:
         self.mode = mode
         self.session_of = SessionOf()
         self._every = mode == "all"
+        # {session: {codes: eligibility}}: the few combinations a feed sends.
+        self._tables: dict[Session, dict[tuple[int, ...], int]] = {
+            session: {} for session in Session
+        }
         self.disagreements = 0
         self.ineligible = 0  # prints that may not update every part
 
     def flags(self, trades) -> list[int]:
         """The eligibility of each trade, in order."""
-        session_of = self.session_of
         out = []
         append = out.append
         disagree = ineligible = 0
         every = self._every
+        slot = None
+        other_status: frozenset = frozenset()
+        lookup = session = table = None
         for trade in trades:
-            ms = trade.market_status
+            ts = trade.ts_ms
+            if ts // _SLOT_MS != slot:  # consecutive trades share a half hour
+                slot = ts // _SLOT_MS
+                session = self.session_of(ts)
+                other_status = _OTHER_STATUS[session]
+                table = self._tables[session]
+                lookup = table.get
+            if trade.market_status in other_status:
+                disagree += 1
             codes = trade.conditions
-            if ms is None and (every or not codes):
-                append(EVERY)
-                continue
-            session = session_of(trade.ts_ms)
-            if ms is not None:
-                regular = _STATUS_REGULAR.get(ms)
-                if regular is not None and regular != (session is Session.REGULAR):
-                    disagree += 1
             if every or not codes:
                 append(EVERY)
                 continue
-            allowed = eligibility(codes, session)
+            allowed = lookup(codes)
+            if allowed is None:
+                allowed = eligibility(codes, session)
+                if len(table) < _CACHE_MAX:
+                    table[codes] = allowed
             if allowed != EVERY:
                 ineligible += 1
             append(allowed)

@@ -82,6 +82,22 @@ def test_it_publishes_closed_bars_to_the_writer_and_trades_and_closes_to_sentime
     assert sentiment[1].closes == [("AAPL", T0, Decimal(11))]
 
 
+def test_a_second_without_a_close_tells_sentiment_nothing():
+    app, clock, outputs = build()
+    odd_lot = Trade("AAPL", Decimal("10"), Decimal(5), int((T0 + 0.2) * 1000), (37,))
+    out = Bars()
+    app.take([odd_lot, trade(T0 + 1.2, "11")], out)
+    clock.now_value = T0 + 2.6
+    app.close(clock.now(), out)
+    bars = [bar for bar, _ in out.by_kind[SECOND]]
+    assert [(b.second, b.close, b.volume) for b in bars] == [
+        (T0, None, Decimal(5)),
+        (T0 + 1, Decimal(11), Decimal(1)),
+    ]
+    [_, closes] = drain(outputs["sentiment"])
+    assert closes.closes == [("AAPL", T0 + 1, Decimal(11))]
+
+
 def test_it_keeps_a_bars_first_scores_when_a_late_trade_revises_it():
     app, clock, _ = build()
     app.scores.publish("AAPL", Scores(1.0, None, None, None, computed_at=T0))
