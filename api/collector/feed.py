@@ -29,6 +29,8 @@ RECV_TIMEOUT = 0.25  # how often the receive loop looks at stop/reconnect reques
 # each from the start, at 0.
 RECONNECT_REASONS = (
     "auth failed",
+    "forbidden",
+    "rate limited",
     "handshake failed",
     "connect failed",
     "connection dropped",
@@ -47,9 +49,17 @@ class FeedPolicy:
 
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
-    auth_failure_delay: float = 300.0  # 403 / 401: wrong key or plan
+    auth_failure_delay: float = 300.0  # HTTP 401, or a 403 status frame: the key
     symbol_limit_delay: float = 30.0  # 422: grows by this much each time
     symbol_limit_cap: float = 300.0
+    # HTTP 403 at the handshake: too many connections (a dropped socket holds
+    # its slot for a while) or a plan without streaming. Grows like 422.
+    forbidden_delay: float = 30.0
+    forbidden_cap: float = 300.0
+    # HTTP 429 / status 429: too fast. Retry-After when the server says, else
+    # growing waits.
+    rate_limit_delay: float = 10.0
+    rate_limit_cap: float = 300.0
     authorize_timeout: float = 10.0
     connect_timeout: float = 10.0
     ping_interval: float = 20.0
@@ -68,6 +78,26 @@ class FeedStats:
     ignored: int = 0  # trades for symbols not subscribed, quotes
     queue_full: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
+
+
+RETRY_AFTER_CAP = 3600.0
+
+
+def retry_after(headers: dict | None) -> float | None:
+    """A Retry-After header's delay in seconds (the delta-seconds form; an
+    HTTP date or nonsense is ignored), bounded to [1 s, an hour]."""
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if str(name).lower() == "retry-after":
+            try:
+                seconds = float(str(value).strip())
+            except ValueError:
+                return None
+            if seconds != seconds:  # NaN
+                return None
+            return min(max(seconds, 1.0), RETRY_AFTER_CAP)
+    return None
 
 
 def with_token(url: str, token: str) -> str:
@@ -120,7 +150,10 @@ class Receiver(Worker):
         self._backoff = Backoff(
             base=self.policy.backoff_base, cap=self.policy.backoff_cap
         )
-        self._symbol_limit_hits = 0
+        # Refusals in a row per reason whose wait grows with each (reset by a
+        # connection that delivers data).
+        self._refusals: dict[str, int] = {}
+        self._retry_after: float | None = None  # a 429's Retry-After, seconds
         self._delivered = False
         self._last_pong = 0.0
         self.journal = None  # set to a Journal to record every raw frame
@@ -155,18 +188,25 @@ class Receiver(Worker):
         if delivered:
             # A connection that delivered data resets every backoff.
             self._backoff.reset()
-            self._symbol_limit_hits = 0
+            self._refusals.clear()
+        policy = self.policy
         if reason == "market closed":
             return 0.0
         if reason == "auth failed":
-            return self.policy.auth_failure_delay
-        if reason == "symbol limit":
-            self._symbol_limit_hits += 1
-            return min(
-                self.policy.symbol_limit_delay * self._symbol_limit_hits,
-                self.policy.symbol_limit_cap,
-            )
-        return self._backoff.next()
+            return policy.auth_failure_delay
+        growing = {
+            "symbol limit": (policy.symbol_limit_delay, policy.symbol_limit_cap),
+            "forbidden": (policy.forbidden_delay, policy.forbidden_cap),
+            "rate limited": (policy.rate_limit_delay, policy.rate_limit_cap),
+        }.get(reason)
+        if growing is None:
+            return self._backoff.next()
+        step, cap = growing
+        hits = self._refusals[reason] = self._refusals.get(reason, 0) + 1
+        if reason == "rate limited" and self._retry_after is not None:
+            asked, self._retry_after = self._retry_after, None
+            return min(asked, cap)
+        return min(step * hits, cap)
 
     def _run_connection(self) -> tuple[str, bool]:
         """One connection from connect to close; returns (why it ended, delivered)."""
@@ -182,18 +222,7 @@ class Receiver(Worker):
                 enable_multithread=False,
             )
         except websocket.WebSocketBadStatusException as exc:
-            if exc.status_code in (401, 403):
-                logger.error(
-                    "❌ %s refused the connection (HTTP %s): check EODHD_API_KEY and "
-                    "your plan, or too many connections",
-                    safe_url,
-                    exc.status_code,
-                )
-                return "auth failed", False
-            logger.warning(
-                "❌ handshake with %s failed: HTTP %s", safe_url, exc.status_code
-            )
-            return "handshake failed", False
+            return self._refused(exc, safe_url), False
         except (OSError, websocket.WebSocketException) as exc:
             logger.warning(
                 "❌ cannot connect to %s: %s", safe_url, mask_token(str(exc))
@@ -233,6 +262,39 @@ class Receiver(Worker):
                 ws.shutdown()
         return "stopped", False
 
+    def _refused(self, exc: websocket.WebSocketBadStatusException, url: str) -> str:
+        """Why the handshake was refused, by EODHD's HTTP status."""
+        code = exc.status_code
+        if code == 401:
+            logger.error(
+                "❌ %s refused the key (HTTP 401): check EODHD_API_KEY",
+                url,
+                extra={"dedupe": "handshake 401"},
+            )
+            return "auth failed"
+        if code == 403:
+            logger.error(
+                "❌ %s refused the connection (HTTP 403): too many connections for "
+                "the account (a dropped socket holds its slot for a while) or a plan "
+                "without real-time streaming",
+                url,
+                extra={"dedupe": "handshake 403"},
+            )
+            return "forbidden"
+        if code == 429:
+            self._retry_after = retry_after(getattr(exc, "resp_headers", None))
+            logger.warning(
+                "❌ %s: too many requests (HTTP 429)%s",
+                url,
+                ""
+                if self._retry_after is None
+                else f", retry after {self._retry_after:.0f} s",
+                extra={"dedupe": "handshake 429"},
+            )
+            return "rate limited"
+        logger.warning("❌ handshake with %s failed: HTTP %s", url, code)
+        return "handshake failed"
+
     def _await_authorized(self, ws: websocket.WebSocket) -> None:
         deadline = self.clock.monotonic() + self.policy.authorize_timeout
         while self.clock.monotonic() < deadline:
@@ -249,6 +311,14 @@ class Receiver(Worker):
         raise _Reconnect("not authorized in time")
 
     def _status_reason(self, msg: Status) -> str:
+        if msg.code == 429:
+            logger.warning(
+                "❌ EODHD: too many requests (%s %s)",
+                msg.code,
+                msg.message,
+                extra={"dedupe": "status 429"},
+            )
+            return "rate limited"
         if msg.code in (401, 403):
             logger.error(
                 "❌ EODHD refused the key (%s %s): check EODHD_API_KEY and your plan",

@@ -141,7 +141,8 @@ class _Child:
         try:
             ws = websocket.create_connection(url, **options)
         except websocket.WebSocketBadStatusException as exc:
-            self.conn.send(("refused", exc.status_code, str(exc)))
+            headers = dict(exc.resp_headers or {})
+            self.conn.send(("refused", exc.status_code, str(exc), headers))
             return
         except Exception as exc:
             self.conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -263,7 +264,11 @@ class Pump:
             if kind == "connected":
                 return RemoteSocket(self, conn)
             if kind == "refused":
-                raise websocket.WebSocketBadStatusException(reply[2], reply[1])
+                raise websocket.WebSocketBadStatusException(
+                    reply[2],
+                    reply[1],
+                    resp_headers=reply[3] if len(reply) > 3 else None,
+                )
             raise OSError(reply[1])
 
     def _ensure_started(self) -> Connection:

@@ -42,6 +42,7 @@ AUTHORIZED = '{"status_code":200,"message":"Authorized"}'
 STATUS_FRAMES = {
     403: '{"status":403,"message":"Server error"}',
     422: '{"status_code":422,"message":"Symbols limit reached"}',
+    429: '{"status":429,"message":"Too Many Requests"}',
     500: '{"status":500,"message":"Server error"}',
 }
 
@@ -117,7 +118,9 @@ class SimOptions:
     malformed_prob: float = 0.0  # chance a slot carries a malformed frame instead
     drop_after: list[int | None] | None = None  # abrupt TCP drop after N trades
     silence_after: int | None = None  # after N trades per connection: open but mute
-    error_on_connect: list[int | None] | None = None  # 403 / 422 / 500 per connection
+    # A status frame per connection: 403 / 429 (before Authorized), 500 (after
+    # it), 422 (in answer to the subscribe).
+    error_on_connect: list[int | None] | None = None
     max_trades: int | None = None  # total valid trades across connections
     reject_early_subscribe: bool = True  # a message before Authorized: 500 + close
     authorize_delay: float = 0.0  # seconds before Authorized is sent
@@ -130,6 +133,7 @@ class SimOptions:
     market_status: str | None = "auto"
     reject_bad_token_http: int | None = None  # 401/403 at the handshake, not a frame
     reject_handshake: list[int | None] | None = None  # HTTP status per attempt
+    retry_after: float | None = None  # a Retry-After header on each HTTP 429
     clock: Callable[[], float] = time.time  # epoch seconds, for `t`
 
 
@@ -532,7 +536,10 @@ class FeedServer:
             self._handshakes += 1
         forced = _per_connection(self.options.reject_handshake, attempt)
         if forced is not None:
-            return ws.respond(forced, "Rejected by the simulator\n")
+            response = ws.respond(forced, "Rejected by the simulator\n")
+            if forced == 429 and self.options.retry_after is not None:
+                response.headers["Retry-After"] = str(self.options.retry_after)
+            return response
         feed, token = _parse_path(request.path)
         if feed not in FEEDS:
             return ws.respond(HTTPStatus.NOT_FOUND, "Unknown feed\n")
@@ -587,6 +594,9 @@ class FeedServer:
             self._end(live, "bad-token", STATUS_FRAMES[403])
             return
         error = _per_connection(opts.error_on_connect, record.index)
+        if error == 429:
+            self._end(live, "error-429", STATUS_FRAMES[429])
+            return
         if error == 403:
             self._end(live, "error-403", STATUS_FRAMES[403])
             return

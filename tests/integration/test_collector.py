@@ -25,6 +25,8 @@ FAST = FeedPolicy(
     backoff_cap=0.5,
     auth_failure_delay=1.5,
     symbol_limit_delay=0.6,
+    forbidden_delay=0.4,
+    rate_limit_delay=0.3,
     authorize_timeout=2.0,
     connect_timeout=2.0,
 )
@@ -178,6 +180,41 @@ def test_it_waits_long_after_an_auth_failure_instead_of_looping():
             assert wait_until(lambda: received(app) > 0, 5)
     assert server.connections == 2
     assert app.receiver.stats.reconnects == {"auth failed": 1}
+
+
+@pytest.mark.parametrize(
+    "receiver_process", [True, False], ids=["helper-process", "thread"]
+)
+def test_it_answers_http_401_403_and_429_at_the_handshake_each_its_way(
+    receiver_process,
+):
+    # Real upgrades refused by the server: 401 (bad key), 403 twice (too many
+    # connections), 429 with Retry-After: 1, then a connection that streams.
+    with feed(
+        rate=100, reject_handshake=[401, 403, 403, 429, None], retry_after=1
+    ) as server:
+        started = time.monotonic()
+        with collector(server, receiver_process=receiver_process) as app:
+            assert wait_until(lambda: received(app) > 0, 15)
+            waited = time.monotonic() - started
+        assert server.handshake_attempts == 5
+    # 1.5 s after the 401, 0.4 and 0.8 s after the 403s, 1 s as the 429 asked.
+    assert waited >= 1.5 + 0.4 + 0.8 + 1.0
+    assert app.receiver.stats.reconnects == {
+        "auth failed": 1,
+        "forbidden": 2,
+        "rate limited": 1,
+    }
+
+
+def test_it_slows_down_after_a_429_status_frame():
+    with feed(rate=100, error_on_connect=[429, None]) as server:
+        with collector(server) as app:
+            assert wait_until(lambda: received(app) > 0, 10)
+        opened = [entry.opened_at for entry in server.connection_log]
+        assert [entry.ended for entry in server.connection_log][:1] == ["error-429"]
+    assert opened[1] - opened[0] >= 0.3
+    assert app.receiver.stats.reconnects == {"rate limited": 1}
 
 
 def test_it_waits_longer_after_each_symbol_limit_refusal():

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import websocket
 
-from api.collector.feed import FeedPolicy, Receiver
+from api.collector.feed import FeedPolicy, Receiver, retry_after
 from api.collector.session import SessionGate
 from api.pipeline.messages import Trades
 
@@ -133,6 +133,68 @@ def test_it_tells_a_refused_key_from_a_symbol_limit_from_a_server_error():
     r, out, _ = receiver(ScriptedSocket([AUTHORIZED, trade("AAPL", 1, 5), cases[2][0]]))
     assert r._run_connection() == ("server status 500", True)
     assert len(handed_on(out)) == 1
+
+
+def refusing(status: int, headers: dict | None = None) -> Receiver:
+    def connect(url, **kwargs):
+        raise websocket.WebSocketBadStatusException(
+            f"Handshake status {status}", status, resp_headers=headers
+        )
+
+    return Receiver(
+        url="wss://feed.example/ws/us",
+        token="s3cret",
+        symbols=["AAPL"],
+        out=queue.Queue(),
+        stop=threading.Event(),
+        gate=SessionGate(always_open=True),
+        policy=FeedPolicy(),
+        connect=connect,
+    )
+
+
+def test_it_answers_each_handshake_status_eodhd_uses_on_purpose(caplog):
+    policy = FeedPolicy()
+    # 401: the key is wrong. One loud line, a long wait.
+    r = refusing(401)
+    assert r._run_connection() == ("auth failed", False)
+    assert r._delay_after("auth failed", False) == policy.auth_failure_delay
+    assert "check EODHD_API_KEY" in caplog.text
+    assert "s3cret" not in caplog.text
+    # 403: too many connections (or the plan): waits that grow, capped.
+    r = refusing(403)
+    assert r._run_connection() == ("forbidden", False)
+    waits = [r._delay_after("forbidden", False) for _ in range(12)]
+    assert waits[:3] == [30.0, 60.0, 90.0]
+    assert waits[-1] == policy.forbidden_cap
+    # 429 without Retry-After: growing waits; with it: what the server asked.
+    r = refusing(429)
+    assert r._run_connection() == ("rate limited", False)
+    assert [r._delay_after("rate limited", False) for _ in range(2)] == [10.0, 20.0]
+    r = refusing(429, {"retry-after": "42"})
+    assert r._run_connection() == ("rate limited", False)
+    assert r._delay_after("rate limited", False) == 42.0
+    # Anything else: the usual backoff.
+    r = refusing(502)
+    assert r._run_connection() == ("handshake failed", False)
+    assert 0 < r._delay_after("handshake failed", False) <= policy.backoff_base
+
+
+def test_it_reads_retry_after_as_seconds_and_ignores_the_rest():
+    assert retry_after({"Retry-After": "7"}) == 7.0
+    assert retry_after({"retry-after": " 2.5 "}) == 2.5
+    assert retry_after({"retry-after": "0"}) == 1.0  # never a tight loop
+    assert retry_after({"retry-after": "86400"}) == 3600.0
+    assert retry_after({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}) is None
+    assert retry_after({"retry-after": "nan"}) is None
+    assert retry_after({"content-type": "text/plain"}) is None
+    assert retry_after(None) is None
+
+
+def test_a_429_status_frame_slows_down_like_the_handshake_status():
+    r, out, _ = receiver(ScriptedSocket([{"status": 429, "message": "Too Many"}]))
+    assert r._run_connection() == ("rate limited", False)
+    assert r._delay_after("rate limited", False) == r.policy.rate_limit_delay
 
 
 def test_it_waits_before_reconnecting_as_each_reason_asks():
