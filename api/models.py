@@ -164,6 +164,60 @@ class TickCandle100(models.Model):
         return f"{self.ticker_id} #{self.candle_number}"
 
 
+# A mid-price (bid + ask) / 2 has one decimal place more than its prices.
+MID_PRICE = {"max_digits": 25, "decimal_places": 11, "null": True, "blank": True}
+
+
+class QuoteSnapshot(models.Model):
+    """One second of quotes of a symbol (EODHD's us-quote or forex stream), keyed
+    by the UTC second of the quotes' timestamps. Prices are NULL when every quote
+    of the second was crossed (docs/quotes.md)."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="quote_snapshots"
+    )
+    timestamp = models.DateTimeField(help_text="Start of the UTC second.")
+    bid = models.DecimalField(**BAR_PRICE, help_text="Bid at the second's close.")
+    ask = models.DecimalField(**BAR_PRICE, help_text="Ask at the second's close.")
+    bid_size = models.DecimalField(**VOLUME, null=True, blank=True)
+    ask_size = models.DecimalField(**VOLUME, null=True, blank=True)
+    best_bid = models.DecimalField(**BAR_PRICE)
+    worst_bid = models.DecimalField(**BAR_PRICE)
+    best_ask = models.DecimalField(**BAR_PRICE)
+    worst_ask = models.DecimalField(**BAR_PRICE)
+    mid_open = models.DecimalField(**MID_PRICE)
+    mid_high = models.DecimalField(**MID_PRICE)
+    mid_low = models.DecimalField(**MID_PRICE)
+    mid_close = models.DecimalField(**MID_PRICE)
+    spread_mean = models.DecimalField(
+        **BAR_PRICE, help_text="Mean quoted spread (ask - bid) of the second's quotes."
+    )
+    quote_count = models.PositiveIntegerField()
+    crossed_count = models.PositiveIntegerField(help_text="Quotes with bid > ask.")
+    locked_count = models.PositiveIntegerField(help_text="Quotes with bid == ask.")
+    zero_size_count = models.PositiveIntegerField(
+        help_text="Quotes with a zero bid or ask size."
+    )
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_quote_second"
+        ordering = ["ticker", "timestamp"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "timestamp"], name="uniq_quote_second_ticker_ts"
+            ),
+        ]
+        indexes = [models.Index(fields=["timestamp"], name="quote_second_ts_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M:%S} quotes"
+
+
 class OHLCVTick(models.Model):
     """Single trades. Kept for backwards compatibility; the collector never writes
     here (trades live in memory only)."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from api.collector.outputs import Fanout
 from api.market.bars import TickBars
+from api.market.messages import Trade
 from api.pipeline.ingest import Ingest
 from api.pipeline.kinds import SECOND
 from api.pipeline.messages import FINISHED, Bars, Closes, Renumber, Trades
@@ -49,6 +50,7 @@ class Aggregator(Worker):
         self.control: queue.Queue = queue.Queue()
         self.verbose = verbose
         self.candles = 0
+        self._publishes_trades = bool(ingest.timed or ingest.counted)
         # Scores stamped when a bar first closed, so a revision keeps them.
         self._stamped: dict[tuple, Scores | None] = {}
         self._forget_after = (
@@ -105,16 +107,15 @@ class Aggregator(Worker):
             out.by_kind.setdefault(kind, []).extend(done)
             self.candles += len(done)
         if self.verbose and (before + len(batch)) // 50 > before // 50:
-            trade = batch[-1]
-            logger.info(
-                "🔹 trade #%d %s %s x %s at %d",
-                before + len(batch),
-                trade.symbol,
-                trade.price,
-                trade.size,
-                trade.ts_ms,
-            )
-        if batch:
+            last = batch[-1]
+            if type(last) is Trade:
+                what = f"trade #{before + len(batch)} {last.symbol} {last.price} x "
+                what += f"{last.size}"
+            else:
+                what = f"quote #{before + len(batch)} {last.symbol} {last.bid}/"
+                what += f"{last.ask}"
+            logger.info("🔹 %s at %d", what, last.ts_ms)
+        if batch and self._publishes_trades:
             # The receiver hands over a list of its own; no copy needed.
             self.fanout.publish(Trades(batch))
 

@@ -125,8 +125,12 @@ class Receiver(Worker):
         clock: Clock | None = None,
         policy: FeedPolicy | None = None,
         connect: Callable[..., websocket.WebSocket] | None = None,
+        accepts: type = Trade,
     ) -> None:
         super().__init__("receiver", stop)
+        # What the stream carries: trades (us, crypto) or quotes (us-quote,
+        # forex); anything else is counted as ignored.
+        self.accepts = accepts
         # websocket.create_connection, or a Pump's, which reads the socket in a
         # process of its own.
         self._connect = connect or websocket.create_connection
@@ -410,7 +414,7 @@ class Receiver(Worker):
         if self.journal is not None:
             self.journal.record(data, self.clock.now())
         msg = parse_frame(data)
-        if type(msg) is Trade:
+        if type(msg) is self.accepts:
             if msg.symbol in self._wanted:
                 stats.trades += 1
                 batch.append(msg)

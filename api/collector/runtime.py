@@ -33,10 +33,11 @@ from api.collector.state import Seeds, load_partial_state, save_partial_state
 from api.collector.writer import FLUSH_INTERVAL, SUSPECT_AFTER, Writer
 from api.market.backoff import Backoff
 from api.market.health import Verdict, judge
+from api.market.messages import Quote, Trade
 from api.models import Ticker
 from api.pipeline.errors import CallTimeout, first_line
 from api.pipeline.ingest import Ingest
-from api.pipeline.kinds import KINDS, TICK100
+from api.pipeline.kinds import KINDS, STREAM_KINDS, TICK100
 from api.pipeline.messages import Bars, Closes, Finished, Renumber, Trades
 from api.pipeline.store import Tails, stored_tails
 from api.redact import mask_token
@@ -65,6 +66,8 @@ class CollectorConfig:
     symbols: list[str]
     ws_url: str
     api_key: str
+    # The EODHD stream: us / crypto (trades), us-quote / forex (quotes).
+    feed: str = "us"
     skip_market_hours: bool = False
     extended_hours: bool = False
     stale_after: float = 120.0
@@ -110,10 +113,16 @@ class Collector:
         # The command passes the process's stop flag (api.workers.signals), which
         # a signal may have set before the collector even existed.
         self.stop = stop or threading.Event()
+        if config.feed not in STREAM_KINDS:
+            raise StartupError(
+                f"unknown feed {config.feed!r} (one of {', '.join(STREAM_KINDS)})"
+            )
+        self.kinds = STREAM_KINDS[config.feed]
         self.gate = SessionGate(
             always_open=config.skip_market_hours,
             extended=config.extended_hours,
             clock=self.clock,
+            fx=config.feed == "forex",
         )
         self.scores = LatestScores()
         self.started_at = self.clock.monotonic()
@@ -262,6 +271,7 @@ class Collector:
             clock=self.clock,
             policy=cfg.policy,
             connect=self.pump.create_connection if self.pump else None,
+            accepts=Quote if self.kinds[0].built_from == "quotes" else Trade,
         )
         receiver = self.receiver
         self.aggregator = Aggregator(
@@ -272,6 +282,7 @@ class Collector:
             scores=self.scores,
             clock=self.clock,
             ingest=Ingest(
+                self.kinds,
                 grace=cfg.grace,
                 revision_window=cfg.revision_window,
                 # Seconds before this process started belong to the previous run.

@@ -1,4 +1,5 @@
-"""When the collector should be connected: the NYSE session, or always."""
+"""When the collector should be connected: the NYSE session, the FX week
+(forex: Sunday 17:00 to Friday 17:00 New York), or always."""
 
 import logging
 import threading
@@ -28,26 +29,47 @@ class SessionGate:
     """Answers "should we be connected now?" and waits, interruptibly, until then."""
 
     def __init__(
-        self, *, always_open: bool, extended: bool = False, clock: Clock | None = None
+        self,
+        *,
+        always_open: bool,
+        extended: bool = False,
+        clock: Clock | None = None,
+        fx: bool = False,
     ) -> None:
         self.always_open = always_open
         self.extended = extended
         self.clock = clock or Clock()
+        self.fx = fx
+
+    def _open_at(self, at: datetime) -> bool:
+        if self.fx:
+            return calendar.fx_is_open(at)
+        return calendar.is_open(at, extended=self.extended)
+
+    def _next_open(self, at: datetime) -> datetime:
+        if self.fx:
+            return calendar.fx_next_open(at)
+        return calendar.next_open(at, extended=self.extended)
+
+    def _next_close(self, at: datetime) -> datetime:
+        if self.fx:
+            return calendar.fx_next_close(at)
+        return calendar.next_close(at, extended=self.extended)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), tz=UTC)
 
     def is_open(self) -> bool:
-        return self.always_open or calendar.is_open(self._now(), extended=self.extended)
+        return self.always_open or self._open_at(self._now())
 
     def status_line(self) -> str:
         if self.always_open:
             return "market hours not checked (collecting at any hour)"
         now = self._now()
-        if calendar.is_open(now, extended=self.extended):
-            close = calendar.next_close(now, extended=self.extended)
+        if self._open_at(now):
+            close = self._next_close(now)
             return f"market open until {close:%Y-%m-%d %H:%M} UTC"
-        nxt = calendar.next_open(now, extended=self.extended)
+        nxt = self._next_open(now)
         wait = (nxt - now).total_seconds()
         return (
             f"market closed; next open {nxt:%Y-%m-%d %H:%M} UTC (in {_fmt_wait(wait)})"
@@ -60,7 +82,7 @@ class SessionGate:
             if self.is_open():
                 return True
             now = self._now()
-            nxt = calendar.next_open(now, extended=self.extended)
+            nxt = self._next_open(now)
             wait = (nxt - now).total_seconds()
             if not announced:
                 logger.info("🌙 %s: waiting", self.status_line())

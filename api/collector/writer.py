@@ -79,8 +79,8 @@ class WriterStats:
 
     @property
     def bars_written(self) -> int:
-        """New 1-second bars stored (the figure users watch)."""
-        return self.written["second"]
+        """New 1-second bars stored, trade or quote (the figure users watch)."""
+        return self.written["second"] + self.written["quote"]
 
     @property
     def candles_written(self) -> int:

@@ -343,6 +343,21 @@ class _Kept:
         return None
 
 
+def watermark(now: float, width: int, grace: float) -> float:
+    """The smallest bucket start b with b + width + grace > now, checked
+    exactly: every bucket below it is closed at `now`."""
+    if now == math.inf:
+        return math.inf
+    if now == -math.inf:
+        return -math.inf
+    k = math.floor((now - grace) / width)
+    while (k - 1) * width + width + grace > now:
+        k -= 1
+    while k * width + width + grace <= now:
+        k += 1
+    return k * width
+
+
 def _percent(new: Decimal | None, old: Decimal | None) -> Decimal | None:
     if new is None or old is None or not old:
         return None
@@ -452,19 +467,7 @@ class TimeBars:
         return out
 
     def _watermark(self, now: float) -> float:
-        # The smallest bucket start b with b + width + grace > now, checked
-        # exactly; every bucket below it is closed.
-        if now == math.inf:
-            return math.inf
-        if now == -math.inf:
-            return -math.inf
-        w, grace = self.width, self.grace
-        k = math.floor((now - grace) / w)
-        while (k - 1) * w + w + grace > now:
-            k -= 1
-        while k * w + w + grace <= now:
-            k += 1
-        return k * w
+        return watermark(now, self.width, self.grace)
 
     def _close_buckets(self, out: list[TimeBar]) -> None:
         limit = self._closed_below

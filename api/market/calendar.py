@@ -146,3 +146,41 @@ def next_open(at: datetime, *, extended: bool = False) -> datetime:
 def next_close(at: datetime, *, extended: bool = False) -> datetime:
     """The close of the session open at `at`, else of the next session, in UTC."""
     return next(closes for _, closes in _sessions_from(at, extended) if closes > at)
+
+
+# Foreign exchange trades around the clock from Sunday 17:00 to Friday 17:00 New
+# York time (the Sydney open to the New York close); holidays thin the market but
+# do not close it.
+FX_ROLL = time(17, 0)
+_FRIDAY, _SUNDAY = 4, 6
+
+
+def _fx_week_bounds(day: date) -> tuple[datetime, datetime]:
+    """(open, close) in UTC of the FX week that opens on the Sunday on or
+    before `day`."""
+    sunday = day - timedelta(days=(day.weekday() - _SUNDAY) % 7)
+    opens = datetime.combine(sunday, FX_ROLL, NEW_YORK).astimezone(UTC)
+    closes = datetime.combine(sunday + timedelta(days=5), FX_ROLL, NEW_YORK)
+    return opens, closes.astimezone(UTC)
+
+
+def fx_is_open(at: datetime) -> bool:
+    """Whether the FX market is open at the timezone-aware instant `at`."""
+    opens, closes = _fx_week_bounds(_local_date(at))
+    return opens <= at < closes
+
+
+def fx_next_open(at: datetime) -> datetime:
+    """The first FX week open strictly after `at`, in UTC."""
+    opens, _ = _fx_week_bounds(_local_date(at))
+    if opens > at:
+        return opens
+    return _fx_week_bounds(_local_date(at) + timedelta(days=7))[0]
+
+
+def fx_next_close(at: datetime) -> datetime:
+    """The close of the FX week open at `at`, else of the next one, in UTC."""
+    _, closes = _fx_week_bounds(_local_date(at))
+    if closes > at:
+        return closes
+    return _fx_week_bounds(_local_date(at) + timedelta(days=7))[1]

@@ -19,7 +19,8 @@ import math
 
 from api.market.bars import Partial, TickBars, TimeBars
 from api.market.conditions import Rules
-from api.market.messages import Trade
+from api.market.messages import Quote, Trade
+from api.market.quotes import QuoteBars
 from api.pipeline.kinds import KINDS, TICK100, BarKind
 
 
@@ -40,16 +41,24 @@ class Ingest:
         self.rules = Rules(conditions)
         self.start_second = start_second
         self._start_ms = start_second * 1000
+        traded = [kind for kind in kinds if kind.built_from == "trades"]
         self.timed: dict[BarKind, TimeBars] = {
             kind: TimeBars(
                 grace=grace, revision_window=revision_window, width=kind.width
             )
-            for kind in kinds
+            for kind in traded
             if kind.timed
         }
         self.counted: dict[BarKind, TickBars] = {
-            kind: TickBars(size=kind.size) for kind in kinds if not kind.timed
+            kind: TickBars(size=kind.size) for kind in traded if not kind.timed
         }
+        self.quoted: dict[BarKind, QuoteBars] = {
+            kind: QuoteBars(grace=grace, revision_window=revision_window)
+            for kind in kinds
+            if kind.built_from == "quotes"
+        }
+        # A live stream carries trades or quotes; a replay may see both.
+        self._mixed = bool(traded) and bool(self.quoted)
         # 100-trade numbering resumes where the stored bars end (the one count
         # kind whose numbering is kept across runs: see collector.state).
         for kind, partials in (seeds or {}).items():
@@ -63,20 +72,46 @@ class Ingest:
                 ticks.set_next_number(symbol, number)
             for symbol, trades in (partial or {}).items():
                 ticks.restore(symbol, trades, self.rules.flags(trades))
-        self.trades = 0
+        self.trades = 0  # messages taken: trades, or quotes on a quote stream
         self.before_start = 0  # trades for buckets before the run started
 
     @property
-    def seconds(self) -> TimeBars:
+    def seconds(self) -> TimeBars | QuoteBars:
         """The 1-second builder (its counters feed metrics and the summary)."""
-        return next(iter(self.timed.values()))
+        return next(iter(self.timed.values()), None) or next(iter(self.quoted.values()))
 
     @property
     def ticks(self) -> TickBars | None:
         return self.counted.get(TICK100)
 
-    def add(self, trades: list[Trade], now: float) -> dict[BarKind, list]:
-        """Take a batch; the count kinds' bars it completed, by kind."""
+    def add(self, messages: list, now: float) -> dict[BarKind, list]:
+        """Take a batch of trades (or quotes); the count kinds' bars it
+        completed, by kind."""
+        if self._mixed:
+            trades = [m for m in messages if type(m) is Trade]
+            self._add_quotes([m for m in messages if type(m) is Quote], now)
+        elif self.quoted:
+            self._add_quotes(messages, now)
+            self.trades += len(messages)
+            return {}
+        else:
+            trades = messages
+        return self._add_trades(trades, now)
+
+    def _add_quotes(self, quotes: list[Quote], now: float) -> None:
+        start_ms = self._start_ms
+        for builder in self.quoted.values():
+            add = builder.add
+            before = 0
+            for quote in quotes:
+                if quote.ts_ms >= start_ms:
+                    add(quote, now)
+                else:
+                    before += 1
+            if not self.timed:
+                self.before_start += before
+
+    def _add_trades(self, trades: list[Trade], now: float) -> dict[BarKind, list]:
         start_ms = self._start_ms
         flags = self.rules.flags(trades)
         first = True
@@ -102,7 +137,7 @@ class Ingest:
     def close(self, now: float) -> dict[BarKind, list]:
         """Bars whose bucket ended `grace` before `now`, and revisions, by kind."""
         closed = {}
-        for kind, builder in self.timed.items():
+        for kind, builder in (*self.timed.items(), *self.quoted.items()):
             bars = builder.close_until(now)
             if bars:
                 closed[kind] = bars

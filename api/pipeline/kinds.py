@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from api.market.bars import TickCandle, TimeBar
-from api.models import MinuteSnapshot, SecondSnapshot, TickCandle100
+from api.market.quotes import QuoteBar
+from api.models import MinuteSnapshot, QuoteSnapshot, SecondSnapshot, TickCandle100
 from api.sentiment.scoring import Scores
 
 
@@ -36,6 +37,12 @@ class BarKind:
     # Columns a replay leaves as stored: it knows no scores, and a row keeps the
     # source it was first written by.
     keep_on_replay: frozenset[str] = frozenset()
+    # What it is built from: "trades" or "quotes" (a stream carries one or the
+    # other: api.pipeline.ingest).
+    built_from: str = "trades"
+    # The spool's encoding of an item, when not the trade bars' own.
+    encoder: Callable | None = None
+    decoder: Callable | None = None
 
     @property
     def timed(self) -> bool:
@@ -70,11 +77,16 @@ class BarKind:
     # The spool's encoding ---------------------------------------------------------
 
     def encode(self, item) -> dict:
-        record = _encode_bar(*item) if self.timed else _encode_candle(item)
+        if self.encoder is not None:
+            record = self.encoder(item)
+        else:
+            record = _encode_bar(*item) if self.timed else _encode_candle(item)
         record["k"] = self.code
         return record
 
     def decode(self, record: dict):
+        if self.decoder is not None:
+            return self.decoder(record)
         return _decode_bar(record) if self.timed else _decode_candle(record)
 
 
@@ -97,7 +109,8 @@ class RowContext:
     def time(self, epoch_seconds: float):  # pragma: no cover - an interface
         raise NotImplementedError
 
-    def count(self, value: int) -> int:  # pragma: no cover - an interface
+    def count(self, value: int, minimum: int = 1) -> int:  # pragma: no cover
+        """A count the column holds (>= minimum); else the bar is unstorable."""
         raise NotImplementedError
 
 
@@ -124,7 +137,7 @@ def _second_row(item: tuple[TimeBar, Scores | None], ctx: RowContext):
         ohlc_1sec_close=ctx.exact(m, "ohlc_1sec_close", bar.close),
         ohlc_1sec_volume=ctx.exact(m, "ohlc_1sec_volume", bar.volume),
         ohlc_1sec_tick_count=ctx.count(bar.tick_count),
-        ohlc_1sec_eligible_count=ctx.count(bar.eligible_count),
+        ohlc_1sec_eligible_count=ctx.count(bar.eligible_count, minimum=0),
         vwap=ctx.derived(m, "vwap", bar.vwap),
         price_momentum_5sec=ctx.derived(
             m, "price_momentum_5sec", bar.price_momentum_5sec
@@ -147,7 +160,7 @@ def _minute_row(item: tuple[TimeBar, Scores | None], ctx: RowContext):
         close=ctx.exact(m, "close", bar.close),
         volume=ctx.exact(m, "volume", bar.volume),
         tick_count=ctx.count(bar.tick_count),
-        eligible_count=ctx.count(bar.eligible_count),
+        eligible_count=ctx.count(bar.eligible_count, minimum=0),
         vwap=ctx.derived(m, "vwap", bar.vwap),
         composite_score=_finite(scores.composite) if scores else None,
         source=ctx.source,
@@ -166,7 +179,7 @@ def _candle_row(candle: TickCandle, ctx: RowContext):
         close=ctx.exact(m, "close", candle.close),
         total_volume=ctx.exact(m, "total_volume", candle.volume),
         tick_count=ctx.count(candle.tick_count),
-        eligible_count=ctx.count(candle.eligible_count),
+        eligible_count=ctx.count(candle.eligible_count, minimum=0),
         first_tick_time=ctx.time(candle.first_ts_ms / 1000),
         last_tick_time=ctx.time(candle.last_ts_ms / 1000),
         duration_seconds=ctx.exact(
@@ -174,6 +187,53 @@ def _candle_row(candle: TickCandle, ctx: RowContext):
         ),
         source=ctx.source,
     )
+
+
+def _quote_row(item: tuple[QuoteBar, None], ctx: RowContext):
+    bar, _ = item
+    m = QuoteSnapshot
+    return m(
+        ticker_id=ctx.ticker_id(bar.symbol),
+        timestamp=ctx.time(bar.second),
+        **{name: ctx.exact(m, name, getattr(bar, name)) for name in _QUOTE_EXACT},
+        spread_mean=ctx.derived(m, "spread_mean", bar.spread_mean),
+        quote_count=ctx.count(bar.quote_count),
+        **{
+            name: ctx.count(getattr(bar, name), minimum=0) for name in _QUOTE_COUNTS[1:]
+        },
+        source=ctx.source,
+    )
+
+
+_QUOTE_EXACT = (
+    "bid", "ask", "bid_size", "ask_size", "best_bid", "worst_bid", "best_ask",
+    "worst_ask", "mid_open", "mid_high", "mid_low", "mid_close",
+)  # fmt: skip
+_QUOTE_COUNTS = ("quote_count", "crossed_count", "locked_count", "zero_size_count")
+
+
+def _encode_quote(item: tuple[QuoteBar, None]) -> dict:
+    bar, _ = item
+    record = {name: _dec(getattr(bar, name)) for name in (*_QUOTE_EXACT, "spread_mean")}
+    record.update({name: getattr(bar, name) for name in _QUOTE_COUNTS})
+    record.update(
+        sym=bar.symbol, sec=bar.second, t0=bar.first_ts_ms, t1=bar.last_ts_ms,
+        r=bar.revision,
+    )  # fmt: skip
+    return record
+
+
+def _decode_quote(rec: dict) -> tuple[QuoteBar, None]:
+    bar = QuoteBar(
+        symbol=rec["sym"],
+        second=int(rec["sec"]),
+        **{name: _undec(rec[name]) for name in (*_QUOTE_EXACT, "spread_mean")},
+        **{name: int(rec[name]) for name in _QUOTE_COUNTS},
+        first_ts_ms=int(rec["t0"]),
+        last_ts_ms=int(rec["t1"]),
+        revision=bool(rec["r"]),
+    )
+    return bar, None
 
 
 def _finite(value: float | None) -> float | None:
@@ -262,8 +322,32 @@ TICK100 = BarKind(
     keep_on_replay=frozenset({"source"}),
 )
 
+QUOTE = BarKind(
+    name="quote",
+    label="1-second quote",
+    code="q",
+    model=QuoteSnapshot,
+    unique=("ticker", "timestamp"),
+    fields=(*_QUOTE_EXACT, "spread_mean", *_QUOTE_COUNTS, "source", "updated_at"),
+    to_row=_quote_row,
+    width=1,
+    keep_on_replay=frozenset({"source"}),
+    built_from="quotes",
+    encoder=_encode_quote,
+    decoder=_decode_quote,
+)
+
 # Every kind the collector builds, in the order they are written.
-KINDS: tuple[BarKind, ...] = (SECOND, MINUTE, TICK100)
+KINDS: tuple[BarKind, ...] = (SECOND, MINUTE, TICK100, QUOTE)
+# What each EODHD stream builds.
+TRADE_KINDS: tuple[BarKind, ...] = (SECOND, MINUTE, TICK100)
+QUOTE_KINDS: tuple[BarKind, ...] = (QUOTE,)
+STREAM_KINDS = {
+    "us": TRADE_KINDS,
+    "crypto": TRADE_KINDS,
+    "us-quote": QUOTE_KINDS,
+    "forex": QUOTE_KINDS,
+}
 BY_CODE = {kind.code: kind for kind in KINDS}
 BY_NAME = {kind.name: kind for kind in KINDS}
 

@@ -181,9 +181,9 @@ class Store(RowContext):
                 f"time {epoch_seconds!r} is out of range ({exc})"
             ) from None
 
-    def count(self, value: int) -> int:
-        if not 0 < value <= MAX_INT:
-            raise Unstorable(f"tick count {value} is out of range")
+    def count(self, value: int, minimum: int = 1) -> int:
+        if not minimum <= value <= MAX_INT:
+            raise Unstorable(f"count {value} is out of range")
         return value
 
 
@@ -229,10 +229,16 @@ COMPARED = {
                "ohlc_1sec_close", "ohlc_1sec_volume", "ohlc_1sec_tick_count"),
     "minute": ("open", "high", "low", "close", "volume", "tick_count"),
     "tick100": ("open", "high", "low", "close", "total_volume", "tick_count"),
+    "quote": ("bid", "ask", "mid_open", "mid_close", "spread_mean", "quote_count"),
 }  # fmt: skip
 
 
 def compared(kind: BarKind, item) -> tuple:
     """The stored_since() tuple of an item in memory."""
     bar = item[0] if kind.timed else item
+    if kind.built_from == "quotes":
+        return (
+            bar.bid, bar.ask, bar.mid_open, bar.mid_close, bar.spread_mean,
+            bar.quote_count,
+        )  # fmt: skip
     return (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.tick_count)

@@ -308,10 +308,16 @@ class FrameFactory:
 
     def _quote(self, symbol: str, price: float, rng: random.Random) -> dict:
         half_spread = max(0.01, round(price * 0.0002, 2))
+        roll = rng.random()
+        if roll < 0.01:
+            half_spread = -half_spread  # crossed, as consolidated quotes can be
+        elif roll < 0.03:
+            half_spread = 0  # locked
         return {
             "s": symbol,
             "ap": _number(round(price + half_spread, 3)),
-            "as": 100 * rng.randint(1, 10),
+            # A zero size now and then: a venue's side just emptied.
+            "as": 0 if rng.random() < 0.02 else 100 * rng.randint(1, 10),
             "bp": _number(round(price - half_spread, 3)),
             "bs": 100 * rng.randint(1, 10),
             "t": self._t(rng),

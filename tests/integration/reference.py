@@ -183,3 +183,73 @@ def stored_tick_candles() -> dict:
         )
         for row in rows
     }
+
+
+_QUOTE_FIELDS = (
+    "bid", "ask", "bid_size", "ask_size", "best_bid", "worst_bid", "best_ask",
+    "worst_ask", "mid_open", "mid_high", "mid_low", "mid_close", "spread_mean",
+    "quote_count", "crossed_count", "locked_count", "zero_size_count",
+)  # fmt: skip
+
+
+def quote_bars(frames: list[dict], start_second: int = 0) -> dict:
+    """{(symbol, second): tuple of _QUOTE_FIELDS} from us-quote frames (ap, bp,
+    as, bs) or forex frames (a, b): crossed quotes (bid > ask) are counted and
+    set no price; the spread is the mean of ask - bid over the rest."""
+    groups: dict[tuple[str, int], list] = defaultdict(list)
+    for arrival, frame in enumerate(frames):
+        second = int(frame["t"]) // 1000
+        if second < start_second:
+            continue
+        us = "bp" in frame
+        bid = _num(frame["bp"] if us else frame["b"])
+        ask = _num(frame["ap"] if us else frame["a"])
+        bs = _num(frame["bs"]) if us else None
+        asz = _num(frame["as"]) if us else None
+        groups[(frame["s"], second)].append(
+            (int(frame["t"]), arrival, bid, ask, bs, asz)
+        )
+    bars = {}
+    for key, quotes in groups.items():
+        good = sorted(q for q in quotes if q[2] <= q[3])
+        mids = [(q[2] + q[3]) / 2 for q in good]
+        first = good[0] if good else None
+        # The close: the latest timestamp, the last arrived on a tie.
+        last = max(good, key=lambda q: (q[0], q[1])) if good else None
+        spread = None
+        if good:
+            spread = (sum(q[3] - q[2] for q in good) / len(good)).quantize(
+                Decimal("1e-10")
+            )
+        bars[key] = (
+            last[2] if last else None,
+            last[3] if last else None,
+            last[4] if last else None,
+            last[5] if last else None,
+            max((q[2] for q in good), default=None),
+            min((q[2] for q in good), default=None),
+            min((q[3] for q in good), default=None),
+            max((q[3] for q in good), default=None),
+            (first[2] + first[3]) / 2 if first else None,
+            max(mids, default=None),
+            min(mids, default=None),
+            (last[2] + last[3]) / 2 if last else None,
+            spread,
+            len(quotes),
+            sum(q[2] > q[3] for q in quotes),
+            sum(q[2] == q[3] for q in quotes),
+            sum(q[4] == 0 or q[5] == 0 for q in quotes),
+        )
+    return bars
+
+
+def stored_quote_bars() -> dict:
+    from api.models import QuoteSnapshot
+
+    rows = QuoteSnapshot.objects.select_related("ticker")
+    return {
+        (row.ticker.symbol, int(row.timestamp.timestamp())): tuple(
+            getattr(row, name) for name in _QUOTE_FIELDS
+        )
+        for row in rows
+    }

@@ -81,6 +81,29 @@ def test_it_rejects_what_no_column_can_hold_before_any_statement():
     assert SecondSnapshot.objects.count() == 1
 
 
+def test_it_writes_bars_whose_prints_set_no_price():
+    # A second of odd lots and a 100-trade bar of them: NULL prices, no eligible
+    # print, volume kept. Zero is a count like any other here.
+    odd_lots = TimeBar(
+        "AAPL", 1_700_000_000, None, None, None, None, Decimal(37), 4, Decimal("10.5"),
+        0, 900, None, None, False, 0,
+    )  # fmt: skip
+    candle = TickCandle(
+        "AAPL", 1, None, None, None, None, Decimal(300), 100, 1000, 2000, Decimal(1),
+        2000, 0,
+    )  # fmt: skip
+    outcome = Store("eodhd_ws").write({SECOND: [(odd_lots, None)], TICK100: [candle]})
+    assert outcome.rejected == []
+    row = SecondSnapshot.objects.get()
+    assert (row.ohlc_1sec_open, row.ohlc_1sec_close, row.ohlc_1sec_eligible_count) == (
+        None,
+        None,
+        0,
+    )
+    assert (row.ohlc_1sec_volume, row.ohlc_1sec_tick_count) == (Decimal(37), 4)
+    assert TickCandle100.objects.get().eligible_count == 0
+
+
 def test_it_abandons_a_call_that_does_not_return_and_carries_on():
     lane = DatabaseLane(timeout=0.5)
     release = threading.Event()

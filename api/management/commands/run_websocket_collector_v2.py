@@ -97,9 +97,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--feed",
-            choices=["us", "crypto"],
+            choices=["us", "us-quote", "forex", "crypto"],
             default="us",
-            help="us trades (NYSE hours) or crypto trades (24/7); default %(default)s",
+            help="us trades (NYSE hours; 1-second, 1-minute and 100-trade bars), "
+            "us-quote (US quotes, NYSE hours; 1-second quote bars), forex (FX "
+            "quotes, Sunday 17:00 to Friday 17:00 New York; 1-second quote bars) or "
+            "crypto trades (24/7); default %(default)s",
         )
         parser.add_argument(
             "--conditions",
@@ -217,6 +220,7 @@ class Command(BaseCommand):
             symbols=symbols,
             ws_url=ws_url,
             api_key=api_key,
+            feed=feed,
             # Crypto trades around the clock; the demo feed does too.
             skip_market_hours=(
                 options["skip_market_hours"] or feed == "crypto" or options["demo"]
