@@ -115,6 +115,7 @@ class SimOptions:
     late_prob: float = 0.0  # chance a trade is a late print
     late_ms: int = 5000  # how old a late print is (plus some jitter)
     fractional_prob: float = 0.0  # chance of a fractional US trade size
+    odd_lot_share: float = 0.3  # share of US trades under 100 shares
     malformed_prob: float = 0.0  # chance a slot carries a malformed frame instead
     drop_after: list[int | None] | None = None  # abrupt TCP drop after N trades
     silence_after: int | None = None  # after N trades per connection: open but mute
@@ -250,7 +251,7 @@ class FrameFactory:
         roll = rng.random()
         if opts.fractional_prob and rng.random() < opts.fractional_prob:
             size: float | int = round(rng.uniform(0.0001, 5.0), 4)
-        elif roll < 0.7:
+        elif roll >= opts.odd_lot_share:
             size = 100 * rng.choice((1, 1, 1, 2, 2, 3, 5, 10))
         else:
             size = rng.randint(1, 99)

@@ -115,6 +115,21 @@ def test_it_stores_exactly_the_bars_of_a_jittery_stream_with_late_prints(
     )
 
 
+def test_it_stores_bars_by_the_condition_rules_even_seconds_without_a_price():
+    # A thin stream of mostly odd lots: some seconds have no print that may set
+    # a price. They are stored with their volume and NULL prices, as the
+    # reference (EODHD's table restated) builds them.
+    with feed(rate=10, seed=5, odd_lot_share=0.8, max_trades=120) as server:
+        with collector(server, symbols=["AAPL", "MSFT"]) as app:
+            assert wait_until(lambda: received(app) == 120, 30)
+            assert app.shutdown() == 0
+    assert_bars_match(server, app)
+    stored = reference.stored_second_bars()
+    unpriced = [bar for bar in stored.values() if bar[1] is None]
+    assert unpriced and all(bar[4] > 0 for bar in unpriced)  # volume kept
+    assert app.aggregator.ingest.rules.ineligible > 0
+
+
 @pytest.mark.parametrize(
     "receiver_process", [True, False], ids=["helper-process", "thread"]
 )
