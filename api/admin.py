@@ -3,6 +3,7 @@ from django.contrib import admin
 from api.models import (
     MinuteSnapshot,
     OHLCVTick,
+    QuoteSnapshot,
     SecondSnapshot,
     TickCandle100,
     Ticker,
@@ -52,6 +53,7 @@ class SecondSnapshotAdmin(CollectorWrittenAdmin):
         "ohlc_1sec_close",
         "ohlc_1sec_volume",
         "ohlc_1sec_tick_count",
+        "ohlc_1sec_eligible_count",
         "composite_score",
     ]
     list_filter = ["ticker", "timestamp", "source"]
@@ -64,7 +66,8 @@ class SecondSnapshotAdmin(CollectorWrittenAdmin):
                 "fields": [
                     ("ohlc_1sec_open", "ohlc_1sec_high"),
                     ("ohlc_1sec_low", "ohlc_1sec_close"),
-                    ("ohlc_1sec_volume", "ohlc_1sec_tick_count", "vwap"),
+                    ("ohlc_1sec_volume", "vwap"),
+                    ("ohlc_1sec_tick_count", "ohlc_1sec_eligible_count"),
                     ("price_change_1sec", "price_momentum_5sec"),
                 ]
             },
@@ -94,6 +97,7 @@ class MinuteSnapshotAdmin(CollectorWrittenAdmin):
         "close",
         "volume",
         "tick_count",
+        "eligible_count",
         "composite_score",
     ]
     list_filter = ["ticker", "timestamp", "source"]
@@ -106,7 +110,8 @@ class MinuteSnapshotAdmin(CollectorWrittenAdmin):
                 "fields": [
                     ("open", "high"),
                     ("low", "close"),
-                    ("volume", "tick_count", "vwap"),
+                    ("volume", "vwap"),
+                    ("tick_count", "eligible_count"),
                 ]
             },
         ),
@@ -137,7 +142,7 @@ class TickCandle100Admin(CollectorWrittenAdmin):
             {
                 "fields": [
                     ("open", "high", "low", "close"),
-                    ("total_volume", "tick_count"),
+                    ("total_volume", "tick_count", "eligible_count"),
                 ]
             },
         ),
@@ -146,6 +151,49 @@ class TickCandle100Admin(CollectorWrittenAdmin):
             {"fields": [("first_tick_time", "last_tick_time"), "duration_seconds"]},
         ),
         ("Bookkeeping", {"fields": ["created_at"]}),
+    ]
+
+
+@admin.register(QuoteSnapshot)
+class QuoteSnapshotAdmin(CollectorWrittenAdmin):
+    list_display = [
+        "ticker",
+        "timestamp",
+        "bid",
+        "ask",
+        "bid_size",
+        "ask_size",
+        "mid_close",
+        "spread_mean",
+        "quote_count",
+        "crossed_count",
+    ]
+    list_filter = ["ticker", "timestamp", "source"]
+    date_hierarchy = "timestamp"
+    fieldsets = [
+        (None, {"fields": ["ticker", "timestamp", "source"]}),
+        ("At the close", {"fields": [("bid", "ask"), ("bid_size", "ask_size")]}),
+        (
+            "Over the second",
+            {
+                "fields": [
+                    ("best_bid", "worst_bid"),
+                    ("best_ask", "worst_ask"),
+                    ("mid_open", "mid_high", "mid_low", "mid_close"),
+                    "spread_mean",
+                ]
+            },
+        ),
+        (
+            "Counts",
+            {
+                "fields": [
+                    ("quote_count", "crossed_count"),
+                    ("locked_count", "zero_size_count"),
+                ]
+            },
+        ),
+        ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
     ]
 
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("second-candles/", views.second_candles, name="second-candles"),
     path("minute-candles/", views.minute_candles, name="minute-candles"),
     path("tick-candles/", views.tick_candles, name="tick-candles"),
+    path("quote-candles/", views.quote_candles, name="quote-candles"),
     path("realtime-sentiment/", views.realtime_sentiment, name="realtime-sentiment"),
     path("health/", views.health, name="health"),
 ]

@@ -16,7 +16,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from api.models import MinuteSnapshot, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    QuoteSnapshot,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 _PLUS_LOST = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -254,6 +260,47 @@ def minute_candles(request) -> JsonResponse:
     return _respond(ticker, start, end, limit, capped, "1m", data)
 
 
+_QUOTE_PRICES = (
+    "bid", "ask", "bid_size", "ask_size", "best_bid", "worst_bid", "best_ask",
+    "worst_ask", "mid_open", "mid_high", "mid_low", "mid_close", "spread_mean",
+)  # fmt: skip
+_QUOTE_COUNTS = ("quote_count", "crossed_count", "locked_count", "zero_size_count")
+
+
+@require_GET
+def quote_candles(request) -> JsonResponse:
+    """1-second quote bars (--feed us-quote or forex): the quote at the second's
+    close, the best and worst of the second, mid-price OHLC, the mean quoted
+    spread and counts; prices are null when every quote was crossed."""
+    query = _query(request)
+    if isinstance(query, JsonResponse):
+        return query
+    ticker, start, end, limit, capped = query
+    rows = (
+        QuoteSnapshot.objects.filter(
+            ticker=ticker, timestamp__gte=start, timestamp__lt=end
+        )
+        .order_by("timestamp")
+        .values_list("timestamp", *_QUOTE_PRICES, *_QUOTE_COUNTS)[:limit]
+    )
+    data = []
+    for ts, *values in rows:
+        item = {"timestamp": _iso(ts)}
+        item.update(zip(_QUOTE_PRICES, map(_num, values), strict=False))
+        item.update(zip(_QUOTE_COUNTS, values[len(_QUOTE_PRICES) :], strict=True))
+        bid, ask = values[0], values[1]  # exact, for the difference
+        item["spread_close"] = None if bid is None else _num(ask - bid)
+        # The chart draws the mid-price as candles.
+        item.update(
+            open=item["mid_open"],
+            high=item["mid_high"],
+            low=item["mid_low"],
+            close=item["mid_close"],
+        )
+        data.append(item)
+    return _respond(ticker, start, end, limit, capped, "1s-quote", data)
+
+
 @require_GET
 def realtime_sentiment(request) -> JsonResponse:
     query = _query(request)
@@ -327,10 +374,13 @@ def chart(request) -> HttpResponse:
     range_ = request.GET.get("range", "15m")
     if range_ not in dict(CHART_RANGES):
         range_ = "15m"
+    kind = request.GET.get("kind", "second")
+    if kind not in ("second", "tick", "quote"):
+        kind = "second"
     context = {
         "tickers": tickers,
         "symbol": symbol,
-        "kind": "tick" if request.GET.get("kind") == "tick" else "second",
+        "kind": kind,
         "ranges": CHART_RANGES,
         "range": range_,
         "start": request.GET.get("start", ""),

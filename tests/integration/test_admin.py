@@ -8,7 +8,14 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from api.models import OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    OHLCVTick,
+    QuoteSnapshot,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -44,8 +51,28 @@ def seeded(db):
     tick = OHLCVTick.objects.create(
         ticker=qld, timestamp=T0, price=Decimal("1.5"), volume=Decimal("10")
     )
+    # A minute of odd lots only: no prices.
+    minute = MinuteSnapshot.objects.create(
+        ticker=qld, timestamp=T0, volume=Decimal("40"), tick_count=3, eligible_count=0
+    )
+    quote = QuoteSnapshot.objects.create(
+        ticker=qld,
+        timestamp=T0,
+        bid=Decimal("1.49"),
+        ask=Decimal("1.51"),
+        bid_size=Decimal(300),
+        ask_size=Decimal(0),
+        mid_close=Decimal("1.5"),
+        spread_mean=Decimal("0.02"),
+        quote_count=12,
+        crossed_count=1,
+        locked_count=0,
+        zero_size_count=1,
+    )
     return {
         "ticker": qld,
+        "minutesnapshot": minute,
+        "quotesnapshot": quote,
         "secondsnapshot": snap,
         "tickcandle100": candle,
         "ohlcvtick": tick,
@@ -60,7 +87,15 @@ def staff_client(client, db):
 
 
 @pytest.mark.parametrize(
-    "model", ["ticker", "secondsnapshot", "tickcandle100", "ohlcvtick"]
+    "model",
+    [
+        "ticker",
+        "secondsnapshot",
+        "minutesnapshot",
+        "tickcandle100",
+        "quotesnapshot",
+        "ohlcvtick",
+    ],
 )
 def test_it_renders_list_and_detail_pages_for_staff(staff_client, seeded, model):
     listing = staff_client.get(reverse(f"admin:api_{model}_changelist"))
@@ -72,7 +107,10 @@ def test_it_renders_list_and_detail_pages_for_staff(staff_client, seeded, model)
     assert detail.status_code == 200
 
 
-@pytest.mark.parametrize("model", ["secondsnapshot", "tickcandle100", "ohlcvtick"])
+@pytest.mark.parametrize(
+    "model",
+    ["secondsnapshot", "minutesnapshot", "tickcandle100", "quotesnapshot", "ohlcvtick"],
+)
 def test_it_refuses_to_add_or_edit_bars(staff_client, seeded, model):
     assert staff_client.get(reverse(f"admin:api_{model}_add")).status_code == 403
     url = reverse(f"admin:api_{model}_change", args=[seeded[model].pk])

@@ -9,7 +9,13 @@ from django.db import connection
 from django.utils import timezone
 
 from api import views
-from api.models import MinuteSnapshot, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    QuoteSnapshot,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -355,3 +361,69 @@ def test_it_reads_a_window_through_the_unique_index(qld):
         .explain()
     )
     assert "Seq Scan" not in candle_plan
+
+
+def test_it_returns_quote_candles_with_the_mid_as_ohlc(client, qld):
+    QuoteSnapshot.objects.create(
+        ticker=qld,
+        timestamp=T0,
+        bid=Decimal("100.10"),
+        ask=Decimal("100.14"),
+        bid_size=Decimal(300),
+        ask_size=Decimal(0),
+        best_bid=Decimal("100.12"),
+        worst_bid=Decimal("100.05"),
+        best_ask=Decimal("100.13"),
+        worst_ask=Decimal("100.20"),
+        mid_open=Decimal("100.105"),
+        mid_high=Decimal("100.13"),
+        mid_low=Decimal("100.1"),
+        mid_close=Decimal("100.12"),
+        spread_mean=Decimal("0.035"),
+        quote_count=9,
+        crossed_count=1,
+        locked_count=2,
+        zero_size_count=1,
+    )
+    # Every quote of this second was crossed: counts, no prices.
+    QuoteSnapshot.objects.create(
+        ticker=qld,
+        timestamp=T0 + timedelta(seconds=1),
+        quote_count=2,
+        crossed_count=2,
+        locked_count=0,
+        zero_size_count=0,
+    )
+    body = client.get(
+        "/api/quote-candles/",
+        {"start_time": iso(T0), "end_time": iso(T0 + timedelta(seconds=2))},
+    ).json()
+    assert body["metadata"]["timeframe"] == "1s-quote"
+    first, crossed = body["data"]
+    assert first == {
+        "timestamp": "2026-03-02T14:30:00Z",
+        "bid": 100.1,
+        "ask": 100.14,
+        "bid_size": 300.0,
+        "ask_size": 0.0,
+        "best_bid": 100.12,
+        "worst_bid": 100.05,
+        "best_ask": 100.13,
+        "worst_ask": 100.2,
+        "mid_open": 100.105,
+        "mid_high": 100.13,
+        "mid_low": 100.1,
+        "mid_close": 100.12,
+        "spread_mean": 0.035,
+        "spread_close": 0.04,
+        "quote_count": 9,
+        "crossed_count": 1,
+        "locked_count": 2,
+        "zero_size_count": 1,
+        "open": 100.105,
+        "high": 100.13,
+        "low": 100.1,
+        "close": 100.12,
+    }
+    assert crossed["bid"] is None and crossed["close"] is None
+    assert (crossed["quote_count"], crossed["crossed_count"]) == (2, 2)

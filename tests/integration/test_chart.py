@@ -10,7 +10,7 @@ import pytest
 
 from django.utils import timezone
 
-from api.models import SecondSnapshot, Ticker
+from api.models import QuoteSnapshot, SecondSnapshot, Ticker
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,6 +63,34 @@ def seed(symbol: str, count: int, unpriced_every: int = 0) -> Ticker:
     return ticker
 
 
+def seed_quotes(symbol: str, count: int) -> None:
+    """`count` quote bars; every 10th had only crossed quotes (no prices)."""
+    ticker = Ticker.objects.create(symbol=symbol)
+    start = timezone.now().replace(microsecond=0) - timedelta(seconds=count + 5)
+    rows = []
+    for i in range(count):
+        mid = Decimal("1.08") + Decimal(i % 7) / 10_000
+        priced = i % 10 != 9
+        rows.append(
+            QuoteSnapshot(
+                ticker=ticker,
+                timestamp=start + timedelta(seconds=i),
+                bid=mid - Decimal("0.00005") if priced else None,
+                ask=mid + Decimal("0.00005") if priced else None,
+                mid_open=mid if priced else None,
+                mid_high=mid + Decimal("0.0001") if priced else None,
+                mid_low=mid - Decimal("0.0001") if priced else None,
+                mid_close=mid + Decimal("0.00002") if priced else None,
+                spread_mean=Decimal("0.0001") if priced else None,
+                quote_count=5 + i % 4,
+                crossed_count=0 if priced else 5 + i % 4,
+                locked_count=0,
+                zero_size_count=0,
+            )
+        )
+    QuoteSnapshot.objects.bulk_create(rows)
+
+
 def test_it_links_the_chart_from_the_admin(admin_client):
     response = admin_client.get("/admin/")
     assert response.status_code == 200
@@ -93,6 +121,7 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
 
     seed("QLD", 120, unpriced_every=10)  # 12 bars without prices
     seed("AAPL", 10)
+    seed_quotes("EURUSD", 30)  # 3 seconds of crossed quotes only
     client.force_login(admin_user)
     session = client.cookies["sessionid"].value
     ARTIFACTS.mkdir(exist_ok=True)
@@ -121,6 +150,14 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             page.wait_for_function(
                 "document.querySelectorAll('#candles g.candle').length === 10"
             )
+
+            # Quote bars: the mid-price as candles, the quote count beneath.
+            page.goto(f"{live_server.url}/chart/?symbol=EURUSD&kind=quote&range=15m")
+            page.wait_for_function(
+                "document.querySelectorAll('#candles g.candle').length === 27"
+            )
+            assert page.locator("#volumes rect").count() == 30
+            assert "1-second quotes" in page.text_content("svg")
             assert errors == []
         finally:
             browser.close()

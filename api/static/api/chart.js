@@ -76,7 +76,8 @@
     const vMax = Math.max(...rows.map((r) => r.volume), 1e-12);
     const x = (i) => left + step * (i + 0.5);
 
-    text(svg, left, top - 8, kind === "tick" ? "100-trade bars" : "1-second bars", "panel-title");
+    const titles = { tick: "100-trade bars", quote: "1-second quotes (mid-price)" };
+    text(svg, left, top - 8, titles[kind] || "1-second bars", "panel-title");
     for (let k = 0; k <= 4; k++) {
       const p = pMin + (pMax - pMin) * k / 4;
       el("line", { x1: left, x2: left + plotW, y1: y(p), y2: y(p), class: "grid" }, svg);
@@ -101,7 +102,7 @@
       const vh = (r.volume / vMax) * volH;
       el("rect", { x: x(i) - bodyW / 2, y: volTop + volH - vh, width: bodyW, height: Math.max(vh, 0.5), class: "volume " + dir }, volumes);
     });
-    text(svg, left, volTop + 12, "Volume", "panel-title");
+    text(svg, left, volTop + 12, kind === "quote" ? "Quotes" : "Volume", "panel-title");
     text(svg, left + plotW + 6, volTop + 12, fmtPrice(vMax));
 
     const sy = (s) => sentTop + (100 - s) / 200 * sentH;
@@ -133,13 +134,15 @@
     const win = window_();
     if (!symbol) { statusEl.textContent = "No symbols yet: start the collector."; return; }
     if (!win.start || !win.end) { statusEl.textContent = "Pick a start and an end."; return; }
-    const base = kind === "tick" ? "/api/tick-candles/" : "/api/second-candles/";
+    const base = { tick: "/api/tick-candles/", quote: "/api/quote-candles/" }[kind] || "/api/second-candles/";
     const params = new URLSearchParams({ symbol, start_time: win.start.toISOString(), end_time: win.end.toISOString(), limit: "5000" });
     try {
       const response = await fetch(base + "?" + params, { headers: { Accept: "application/json" } });
       const body = await response.json();
       if (!response.ok) { statusEl.textContent = body.message || response.statusText; draw([], kind); return; }
-      draw(body.data, kind);
+      // Quote bars have no volume: the panel shows how many quotes came.
+      const rows = kind === "quote" ? body.data.map((r) => ({ ...r, volume: r.quote_count })) : body.data;
+      draw(rows, kind);
       const meta = body.metadata;
       statusEl.textContent = `${body.ticker}: ${meta.count} bars, ${meta.start_time} → ${meta.end_time}` +
         (meta.truncated ? " (first " + meta.limit + " shown)" : "") +
