@@ -50,7 +50,6 @@ class Aggregator(Worker):
         self.control: queue.Queue = queue.Queue()
         self.verbose = verbose
         self.candles = 0
-        self._publishes_trades = bool(ingest.timed or ingest.counted)
         # Scores stamped when a bar first closed, so a revision keeps them.
         self._stamped: dict[tuple, Scores | None] = {}
         self._forget_after = (
@@ -115,8 +114,9 @@ class Aggregator(Worker):
                 what = f"quote #{before + len(batch)} {last.symbol} {last.bid}/"
                 what += f"{last.ask}"
             logger.info("🔹 %s at %d", what, last.ts_ms)
-        if batch and self._publishes_trades:
-            # The receiver hands over a list of its own; no copy needed.
+        if batch and type(batch[0]) is Trade:
+            # Trades go on to sentiment (a quote stream's batches do not). The
+            # receiver hands over a list of its own; no copy needed.
             self.fanout.publish(Trades(batch))
 
     def close(self, now: float, out: Bars, scores_at: float | None = None) -> None:

@@ -3,6 +3,7 @@ batches. It never touches the database."""
 
 import json
 import logging
+import math
 import queue
 import ssl
 import threading
@@ -100,6 +101,13 @@ def retry_after(headers: dict | None) -> float | None:
     return None
 
 
+def feed_url(base: str, stream: str) -> str:
+    """The URL of `stream`: `base` with its last path segment replaced."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/").rsplit("/", 1)[0] + "/" + stream
+    return urlunsplit(parts._replace(path=path))
+
+
 def with_token(url: str, token: str) -> str:
     parts = urlsplit(url)
     query = "&".join(q for q in (parts.query, urlencode({"api_token": token})) if q)
@@ -126,8 +134,9 @@ class Receiver(Worker):
         policy: FeedPolicy | None = None,
         connect: Callable[..., websocket.WebSocket] | None = None,
         accepts: type = Trade,
+        name: str = "receiver",
     ) -> None:
-        super().__init__("receiver", stop)
+        super().__init__(name, stop)
         # What the stream carries: trades (us, crypto) or quotes (us-quote,
         # forex); anything else is counted as ignored.
         self.accepts = accepts
@@ -472,3 +481,58 @@ class Receiver(Worker):
                         # Shutting down and the aggregator is stuck: say what is lost.
                         logger.error("❌ dropping %d trades at shutdown", len(items))
                         return
+
+
+class Streams:
+    """Several receivers (one per EODHD stream) seen as one feed, for the
+    figures that add up: counters are summed, "connected" needs every stream,
+    the time since data is the worst stream's. Read-only; per-stream figures are
+    on each receiver (`by_stream`)."""
+
+    def __init__(self, receivers: dict[str, Receiver]) -> None:
+        self.by_stream = receivers
+
+    @property
+    def stats(self) -> FeedStats:
+        total = FeedStats()
+        for r in self.by_stream.values():
+            s = r.stats
+            total.connection_attempts += s.connection_attempts
+            total.connections += s.connections
+            total.frames += s.frames
+            total.trades += s.trades
+            total.malformed += s.malformed
+            total.ignored += s.ignored
+            total.queue_full += s.queue_full
+            for reason, n in s.reconnects.items():
+                total.reconnects[reason] = total.reconnects.get(reason, 0) + n
+        return total
+
+    @property
+    def connected(self) -> bool:
+        return all(r.connected for r in self.by_stream.values())
+
+    @property
+    def connected_at(self) -> float | None:
+        times = [r.connected_at for r in self.by_stream.values()]
+        return None if None in times else max(times)
+
+    @property
+    def symbols(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.by_stream.values():
+            seen.update(dict.fromkeys(r.symbols))
+        return list(seen)
+
+    @property
+    def last_trade_at(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for r in self.by_stream.values():
+            for symbol, at in list(r.last_trade_at.items()):
+                if at > merged.get(symbol, -math.inf):
+                    merged[symbol] = at
+        return merged
+
+    def seconds_since_data(self) -> float | None:
+        ages = [r.seconds_since_data() for r in self.by_stream.values()]
+        return None if None in ages else max(ages)

@@ -87,6 +87,38 @@ def _project_version() -> str:
         return "unknown"
 
 
+def _streams(app, counter):
+    """Per-stream series: each EODHD stream has its own connection."""
+    receivers = app.receivers
+    connected = GaugeMetricFamily(
+        "collector_stream_connected",
+        "1 when this stream's socket is up",
+        labels=["stream"],
+    )
+    for stream, r in receivers.items():
+        connected.add_metric([stream], int(r.connected))
+    yield connected
+    yield counter(
+        "collector_stream_frames_received",
+        "WebSocket data frames, per stream",
+        None,
+        ["stream"],
+        [([stream], r.stats.frames) for stream, r in receivers.items()],
+    )
+    known = dict.fromkeys(RECONNECT_REASONS, 0)
+    yield counter(
+        "collector_stream_reconnects",
+        "Reconnects by stream and reason",
+        None,
+        ["stream", "reason"],
+        [
+            ([stream, reason], n)
+            for stream, r in receivers.items()
+            for reason, n in sorted((known | r.stats.reconnects).items())
+        ],
+    )
+
+
 class CollectorExporter:
     """A prometheus_client custom collector reading a running Collector."""
 
@@ -180,7 +212,7 @@ class CollectorExporter:
         yield counter(
             "collector_receiver_process_starts",
             "Helper processes started to read the socket (more than 1: one died)",
-            app.pump.starts if app.pump is not None else 0,
+            sum(p.starts for p in app.pumps.values() if p is not None),
         )
         reasons = {reason: 0 for reason in RECONNECT_REASONS} | r.stats.reconnects
         yield counter(
@@ -251,8 +283,11 @@ class CollectorExporter:
         family.add_metric([verdict.state, verdict.severity], 1)
         yield family
         yield gauge(
-            "collector_connected", "1 when the feed socket is up", int(r.connected)
+            "collector_connected",
+            "1 when the feed socket is up (every stream's, with several)",
+            int(r.connected),
         )
+        yield from _streams(app, counter)
 
         yield gauge(
             "collector_trade_queue_batches",

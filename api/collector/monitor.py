@@ -13,12 +13,18 @@ from api.workers.worker import Worker
 logger = logging.getLogger(__name__)
 
 
+# Worst first: the verdict reported when streams disagree.
+_SEVERITY = {"failing": 0, "degraded": 1, "ok": 2}
+
+
 class HealthMonitor(Worker):
+    """Judges each stream (its connection, with the writer's state) and heals a
+    silent one; the collector's health is the worst stream's."""
+
     def __init__(
         self,
         *,
-        receiver: Receiver,
-        gate: SessionGate,
+        feeds: list[tuple[Receiver, SessionGate]],
         stop: threading.Event,
         stale_after: float,
         summary: Callable[[], str],
@@ -27,24 +33,22 @@ class HealthMonitor(Worker):
         log_interval: float = 60.0,
     ) -> None:
         super().__init__("health", stop)
-        self.receiver = receiver
-        self.gate = gate
+        self.feeds = feeds
         self.stale_after = stale_after
         self.summary = summary
         self.observe_extra = observe_extra or dict
         self.check_interval = check_interval
         self.log_interval = log_interval
-        self.clock = receiver.clock  # one clock for the whole collector
+        self.clock = feeds[0][0].clock  # one clock for the whole collector
         self.stale_reconnects = 0
         self.last_verdict: Verdict | None = None
 
-    def observe(self) -> Observation:
-        receiver = self.receiver
+    def observe(self, receiver: Receiver, gate: SessionGate) -> Observation:
         connected_for = None
         if receiver.connected and receiver.connected_at is not None:
             connected_for = self.clock.monotonic() - receiver.connected_at
         return Observation(
-            market_open=self.gate.is_open(),
+            market_open=gate.is_open(),
             connected=receiver.connected,
             seconds_since_data=receiver.seconds_since_data(),
             seconds_connected=connected_for,
@@ -52,15 +56,27 @@ class HealthMonitor(Worker):
             **self.observe_extra(),
         )
 
+    def verdicts(self) -> list[tuple[Receiver, Verdict]]:
+        return [(r, judge(self.observe(r, gate))) for r, gate in self.feeds]
+
+    def verdict(self) -> Verdict:
+        """The worst stream's verdict (the first stream's when all agree)."""
+        judged = [verdict for _, verdict in self.verdicts()]
+        return min(judged, key=lambda v: _SEVERITY[v.severity])
+
     def check(self) -> Verdict:
-        """One health check; forces a reconnect when the feed went silent."""
-        verdict = judge(self.observe())
-        self.last_verdict = verdict
-        if verdict.stale:
-            self.stale_reconnects += 1
-            logger.warning("💓 %s: forcing a reconnect", verdict.reason)
-            self.receiver.request_reconnect("stale")
-        return verdict
+        """One health check; forces a reconnect of each stream that went silent."""
+        judged = self.verdicts()
+        for receiver, verdict in judged:
+            if verdict.stale:
+                self.stale_reconnects += 1
+                logger.warning(
+                    "💓 %s: %s: forcing a reconnect", receiver.name, verdict.reason
+                )
+                receiver.request_reconnect("stale")
+        worst = min((v for _, v in judged), key=lambda v: _SEVERITY[v.severity])
+        self.last_verdict = worst
+        return worst
 
     def work(self) -> None:
         next_log = self.clock.monotonic() + self.log_interval

@@ -20,7 +20,7 @@ from api.collector.database import (
     DatabaseLane,
     tagged_application_name,
 )
-from api.collector.feed import FeedPolicy, Receiver
+from api.collector.feed import FeedPolicy, Receiver, Streams, feed_url
 from api.collector.journal import Journal
 from api.collector.leader import FileLock, Leadership, PostgresLock, Role
 from api.collector.metrics import MetricsServer
@@ -32,7 +32,7 @@ from api.collector.spool import Spool, SpoolUnusable
 from api.collector.state import Seeds, load_partial_state, save_partial_state
 from api.collector.writer import FLUSH_INTERVAL, SUSPECT_AFTER, Writer
 from api.market.backoff import Backoff
-from api.market.health import Verdict, judge
+from api.market.health import Verdict
 from api.market.messages import Quote, Trade
 from api.models import Ticker
 from api.pipeline.errors import CallTimeout, first_line
@@ -57,6 +57,21 @@ WRITER_STUCK_AFTER = 30.0  # the writer thread has not run for this long
 SPOOLING_RECENT = 15.0  # "spooling" while the spool grew within this many seconds
 
 
+def parse_streams(feed: str) -> list[str]:
+    """`us`, `us-quote,us`, ...: the EODHD streams asked for, in order; a wrong
+    one is a StartupError."""
+    streams = [part.strip() for part in feed.split(",") if part.strip()]
+    unknown = [s for s in streams if s not in STREAM_KINDS]
+    if not streams or unknown:
+        raise StartupError(
+            f"unknown feed {', '.join(unknown) or repr(feed)} (streams: "
+            f"{', '.join(STREAM_KINDS)}, several comma-separated)"
+        )
+    if len(set(streams)) != len(streams):
+        raise StartupError(f"feed {feed!r} names a stream twice")
+    return streams
+
+
 class StartupError(Exception):
     """The collector cannot start; the message is one readable line."""
 
@@ -66,7 +81,9 @@ class CollectorConfig:
     symbols: list[str]
     ws_url: str
     api_key: str
-    # The EODHD stream: us / crypto (trades), us-quote / forex (quotes).
+    # The EODHD streams, comma-separated: us / crypto (trades), us-quote / forex
+    # (quotes). Several streams: one connection each, `ws_url`'s last path
+    # segment replaced by each stream's name.
     feed: str = "us"
     skip_market_hours: bool = False
     extended_hours: bool = False
@@ -113,17 +130,21 @@ class Collector:
         # The command passes the process's stop flag (api.workers.signals), which
         # a signal may have set before the collector even existed.
         self.stop = stop or threading.Event()
-        if config.feed not in STREAM_KINDS:
-            raise StartupError(
-                f"unknown feed {config.feed!r} (one of {', '.join(STREAM_KINDS)})"
+        self.streams = parse_streams(config.feed)
+        built = {kind for stream in self.streams for kind in STREAM_KINDS[stream]}
+        self.kinds = tuple(kind for kind in KINDS if kind in built)
+        # Each stream keeps its own hours: NYSE (us, us-quote), the FX week
+        # (forex), always (crypto, or --skip-market-hours).
+        self.gates = {
+            stream: SessionGate(
+                always_open=config.skip_market_hours or stream == "crypto",
+                extended=config.extended_hours,
+                clock=self.clock,
+                fx=stream == "forex",
             )
-        self.kinds = STREAM_KINDS[config.feed]
-        self.gate = SessionGate(
-            always_open=config.skip_market_hours,
-            extended=config.extended_hours,
-            clock=self.clock,
-            fx=config.feed == "forex",
-        )
+            for stream in self.streams
+        }
+        self.gate = self.gates[self.streams[0]]
         self.scores = LatestScores()
         self.started_at = self.clock.monotonic()
         self.trades_queue: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -135,7 +156,8 @@ class Collector:
                 Output("sentiment", (Trades, Closes), Policy.DROP, maxsize=10_000),
             ]
         )
-        self.receiver: Receiver | None = None
+        self.receivers: dict[str, Receiver] = {}
+        self.receiver: Receiver | Streams | None = None
         self.aggregator: Aggregator | None = None
         self.writer: Writer | None = None
         self.monitor: HealthMonitor | None = None
@@ -143,7 +165,8 @@ class Collector:
         self.news: NewsPoller | None = None
         self.metrics: MetricsServer | None = None
         self.journal: Journal | None = None
-        self.pump: Pump | None = None
+        self.pumps: dict[str, Pump] = {}
+        self.pump: Pump | None = None  # the first stream's
         self.spool = (
             Spool(config.spool_dir, config.spool_max_bytes)
             if config.spool_dir is not None
@@ -259,26 +282,31 @@ class Collector:
 
     def build(self, next_numbers: dict[str, int]) -> None:
         cfg = self.config
-        if cfg.receiver_process:
-            self.pump = Pump()
-        self.receiver = Receiver(
-            url=cfg.ws_url,
-            token=cfg.api_key,
-            symbols=cfg.symbols,
-            out=self.trades_queue,
-            stop=self.stop,
-            gate=self.gate,
-            clock=self.clock,
-            policy=cfg.policy,
-            connect=self.pump.create_connection if self.pump else None,
-            accepts=Quote if self.kinds[0].built_from == "quotes" else Trade,
-        )
-        receiver = self.receiver
+        several = len(self.streams) > 1
+        for stream in self.streams:
+            pump = self.pumps[stream] = Pump() if cfg.receiver_process else None
+            quotes = STREAM_KINDS[stream][0].built_from == "quotes"
+            self.receivers[stream] = Receiver(
+                url=feed_url(cfg.ws_url, stream) if several else cfg.ws_url,
+                token=cfg.api_key,
+                symbols=cfg.symbols,
+                out=self.trades_queue,
+                stop=self.stop,
+                gate=self.gates[stream],
+                clock=self.clock,
+                policy=cfg.policy,
+                connect=pump.create_connection if pump else None,
+                accepts=Quote if quotes else Trade,
+                name=f"receiver-{stream}" if several else "receiver",
+            )
+        self.pump = self.pumps.get(self.streams[0])
+        receivers = list(self.receivers.values())
+        self.receiver = Streams(self.receivers) if several else receivers[0]
         self.aggregator = Aggregator(
             inbox=self.trades_queue,
             fanout=self.fanout,
             stop=self.stop,
-            upstream_done=lambda: not receiver.is_alive(),
+            upstream_done=lambda: not any(r.is_alive() for r in receivers),
             scores=self.scores,
             clock=self.clock,
             ingest=Ingest(
@@ -333,8 +361,7 @@ class Collector:
                 poll_interval=cfg.news_poll_interval,
             )
         self.monitor = HealthMonitor(
-            receiver=self.receiver,
-            gate=self.gate,
+            feeds=[(self.receivers[s], self.gates[s]) for s in self.streams],
             stop=self.stop,
             stale_after=cfg.stale_after,
             summary=self.summary,
@@ -346,8 +373,8 @@ class Collector:
     @property
     def workers(self) -> list:
         """In shutdown order: the pipeline drains front to back."""
-        workers = [self.receiver, self.aggregator, self.writer, self.monitor]
-        return [*workers, self.sentiment, self.news]
+        workers = [*self.receivers.values(), self.aggregator, self.writer]
+        return [*workers, self.monitor, self.sentiment, self.news]
 
     # Running --------------------------------------------------------------------
 
@@ -406,7 +433,8 @@ class Collector:
                 seeds=self.seeds,
                 conditions=cfg.conditions,
             )
-            self.receiver.journal = self.journal
+            for receiver in self.receivers.values():
+                receiver.journal = self.journal
             logger.info("📼 recording every frame to %s", cfg.record_dir)
         for worker in self.workers:
             if worker is not None:
@@ -420,8 +448,9 @@ class Collector:
         for worker in self.workers:
             if worker is not None and worker.is_alive():
                 worker.join(2.0)
-        if self.pump is not None:
-            self.pump.close()
+        for pump in self.pumps.values():
+            if pump is not None:
+                pump.close()
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
@@ -437,7 +466,7 @@ class Collector:
         data."""
         if self.monitor is None:
             return Verdict(False, "starting", "the collector is starting")
-        return judge(self.monitor.observe())
+        return self.monitor.verdict()
 
     def _writer_observation(self) -> dict:
         """The writer's side of an Observation; read from any thread."""
@@ -484,8 +513,9 @@ class Collector:
         for worker in self.workers:
             if worker is not None and worker.is_alive():
                 worker.join(max(0.05, deadline - self.clock.monotonic()))
-        if self.pump is not None:
-            self.pump.close()
+        for pump in self.pumps.values():
+            if pump is not None:
+                pump.close()
         if self.metrics is not None:
             self.metrics.stop()
         if self.journal is not None:
@@ -493,7 +523,7 @@ class Collector:
         if self.spool is not None:
             self.spool.release()
         # Only the pipeline must finish: a news request in flight may not.
-        pipeline = [self.receiver, self.aggregator, self.writer]
+        pipeline = [*self.receivers.values(), self.aggregator, self.writer]
         stuck = [w.name for w in pipeline if w is not None and w.is_alive()]
         if stuck:
             logger.error("❌ workers still running at exit: %s", ", ".join(stuck))

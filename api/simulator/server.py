@@ -119,6 +119,7 @@ class SimOptions:
     malformed_prob: float = 0.0  # chance a slot carries a malformed frame instead
     drop_after: list[int | None] | None = None  # abrupt TCP drop after N trades
     silence_after: int | None = None  # after N trades per connection: open but mute
+    silent_feeds: tuple[str, ...] = ()  # connections to these streams stay mute
     # A status frame per connection: 403 / 429 (before Authorized), 500 (after
     # it), 422 (in answer to the subscribe).
     error_on_connect: list[int | None] | None = None
@@ -680,6 +681,8 @@ class FeedServer:
         opts = self.options
         with self._lock:
             if not live.symbols or self._silent:
+                return False
+            if live.record.feed in opts.silent_feeds:
                 return False
             if opts.silence_after is not None:
                 if live.record.trades_sent >= opts.silence_after:

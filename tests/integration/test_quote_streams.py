@@ -42,3 +42,65 @@ def test_it_stores_exactly_the_quote_bars_of_a_stream(stream, symbols):
     assert not SecondSnapshot.objects.exists()
     assert not TickCandle100.objects.exists()
     assert QuoteSnapshot.objects.filter(source="eodhd_ws").count() == len(stored)
+
+
+def by_stream(server) -> dict[str, list[dict]]:
+    """The frames the server sent, by the stream of their connection."""
+    feeds = {entry.index: entry.feed for entry in server.connection_log}
+    out: dict[str, list[dict]] = {}
+    for sent in server.sent_frames():
+        out.setdefault(feeds[sent.connection], []).append(sent.frame)
+    return out
+
+
+def test_it_collects_trades_and_quotes_side_by_side_on_two_connections():
+    with feed(rate=800, seed=23, late_prob=0.02, late_ms=1500, max_trades=4000) as (
+        server
+    ):
+        with collector(server, feed="us,us-quote", metrics_port=0) as app:
+            assert set(app.receivers) == {"us", "us-quote"}
+            assert wait_until(lambda: received(app) == 4000, 30)
+            metrics = scrape(app)
+            assert app.shutdown() == 0
+        sent = by_stream(server)
+    assert sorted(e.feed for e in server.connection_log) == ["us", "us-quote"]
+    start = app.aggregator.start_second
+    assert len(sent["us"]) > 1000 and len(sent["us-quote"]) > 1000
+    assert reference.stored_second_bars() == reference.second_bars(sent["us"], start)
+    assert reference.stored_tick_candles() == reference.tick_candles(sent["us"])
+    assert reference.stored_quote_bars() == reference.quote_bars(
+        sent["us-quote"], start
+    )
+    for stream in ("us", "us-quote"):
+        assert f'collector_stream_connected{{stream="{stream}"}} 1.0' in metrics
+        frames = len(sent[stream])
+        assert (
+            f'collector_stream_frames_received_total{{stream="{stream}"}} '
+            f"{float(frames)}" in metrics
+        )
+
+
+def test_a_silent_stream_is_healed_on_its_own_while_the_other_streams():
+    # The quote stream authorizes and subscribes, then says nothing: only its
+    # connection is judged stale and replaced; trades keep being stored.
+    with feed(rate=200, seed=29, silent_feeds=("us-quote",)) as server:
+        with collector(
+            server, feed="us,us-quote", stale_after=1.0, health_check_interval=0.2
+        ) as app:
+            trades, quotes = app.receivers["us"], app.receivers["us-quote"]
+            assert wait_until(lambda: quotes.stats.reconnects.get("stale", 0) >= 2, 15)
+            assert trades.stats.reconnects == {}
+            assert trades.stats.trades > 0
+            # The collector's health is the worst stream's: not ok.
+            verdict = app.verdict()
+            assert not verdict.healthy and verdict.state in ("stale", "connecting")
+            stored = reference.stored_second_bars
+            assert wait_until(lambda: len(stored()) > 3, 10)
+
+
+def scrape(app) -> str:
+    import urllib.request
+
+    port = app.metrics.server_address[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()

@@ -1,17 +1,22 @@
 """python manage.py run_websocket_collector_v2 — the real-time collector."""
 
+import argparse
 import hashlib
 import logging
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from api.collector.feed import FeedPolicy
-from api.collector.runtime import Collector, CollectorConfig, StartupError
+from api.collector.feed import FeedPolicy, feed_url
+from api.collector.runtime import (
+    Collector,
+    CollectorConfig,
+    StartupError,
+    parse_streams,
+)
 from api.market.conditions import MODES
 from api.workers import signals
 from api.workers.memory import tune_gc
@@ -45,19 +50,20 @@ def parse_symbols(single: str | None, many: str | None) -> list[str]:
     return symbols
 
 
-def feed_url(base: str, feed: str) -> str:
-    """The feed URL for `feed`, replacing the last path segment of `base`."""
-    parts = urlsplit(base)
-    path = parts.path.rstrip("/").rsplit("/", 1)[0] + "/" + feed
-    return urlunsplit(parts._replace(path=path))
-
-
 def symbol_set_key(symbols: list[str]) -> str:
     """A stable name for a set of symbols (spool folder, writer lock)."""
     joined = "-".join(sorted(symbols))
     if len(joined) <= 60:
         return joined
     return "set-" + hashlib.sha1(joined.encode()).hexdigest()[:12]
+
+
+def streams(value: str) -> str:
+    """--feed: one or more EODHD streams, comma-separated."""
+    try:
+        return ",".join(parse_streams(value))
+    except StartupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive(value: str) -> float:
@@ -97,12 +103,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--feed",
-            choices=["us", "us-quote", "forex", "crypto"],
+            type=streams,
             default="us",
-            help="us trades (NYSE hours; 1-second, 1-minute and 100-trade bars), "
-            "us-quote (US quotes, NYSE hours; 1-second quote bars), forex (FX "
-            "quotes, Sunday 17:00 to Friday 17:00 New York; 1-second quote bars) or "
-            "crypto trades (24/7); default %(default)s",
+            help="the EODHD stream(s), comma-separated, one connection each: us "
+            "trades (NYSE hours; 1-second, 1-minute and 100-trade bars), us-quote "
+            "(US quotes, NYSE hours; 1-second quote bars), forex (FX quotes, Sunday "
+            "17:00 to Friday 17:00 New York; 1-second quote bars), crypto trades "
+            "(24/7); e.g. us,us-quote; default %(default)s",
         )
         parser.add_argument(
             "--conditions",
@@ -201,8 +208,9 @@ class Command(BaseCommand):
         if port is not None and not 0 <= port <= 65535:
             raise CommandError(f"--metrics-port {port} is not a TCP port (0-65535)")
         feed = options["feed"]
+        first = feed.split(",")[0]
         base_url = options["ws_url"] or settings.EODHD_WS_URL
-        ws_url = options["ws_url"] or feed_url(base_url, feed)
+        ws_url = options["ws_url"] or feed_url(base_url, first)
         api_key = settings.EODHD_API_KEY
         stop = signals.stop_flag()
         simulator = None
@@ -210,7 +218,7 @@ class Command(BaseCommand):
             if stop.is_set():
                 return  # stopped before anything started
             simulator = self._start_simulator(options["demo_rate"])
-            ws_url, api_key = simulator.url_for(feed), "demo"
+            ws_url, api_key = simulator.url_for(first), "demo"
         elif not api_key:
             raise CommandError(
                 "EODHD_API_KEY is not set: put it in the environment or in .env "
@@ -221,10 +229,9 @@ class Command(BaseCommand):
             ws_url=ws_url,
             api_key=api_key,
             feed=feed,
-            # Crypto trades around the clock; the demo feed does too.
-            skip_market_hours=(
-                options["skip_market_hours"] or feed == "crypto" or options["demo"]
-            ),
+            # The demo feed trades around the clock (crypto and forex keep
+            # their own hours: api.collector.runtime).
+            skip_market_hours=options["skip_market_hours"] or options["demo"],
             extended_hours=options["extended_hours"],
             stale_after=options["stale_after"],
             grace=options["grace"],
