@@ -14,6 +14,7 @@ from api.management.commands.cleanup_old_data import parse_duration
 from api.models import (
     MinuteSnapshot,
     OHLCVTick,
+    QuoteSnapshot,
     SecondSnapshot,
     TickCandle100,
     Ticker,
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def aged():
     """Rows of known ages: ticks at 30 min and 2 h, seconds at 1 d and 8 d,
-    minutes at 8 d and 4000 d, candles 1..4 at 40, 35, 20 and 1 days."""
+    minutes at 8 d and 4000 d, candles 1..4 at 40, 35, 20 and 1 days, quote bars
+    at 1 d and 8 d."""
     now = timezone.now()
     qld = Ticker.objects.create(symbol="QLD")
     price = {"price": Decimal("1"), "volume": Decimal("1")}
@@ -50,6 +52,15 @@ def aged():
             **dict.fromkeys(("open", "high", "low", "close", "volume"), 1),
             tick_count=1,
             eligible_count=1,
+        )
+    for days in (1, 8):
+        QuoteSnapshot.objects.create(
+            ticker=qld,
+            timestamp=now - timedelta(days=days),
+            quote_count=1,
+            crossed_count=1,
+            locked_count=0,
+            zero_size_count=0,
         )
     for number, days in enumerate((40, 35, 20, 1), start=1):
         at = now - timedelta(days=days)
@@ -83,6 +94,7 @@ def test_it_deletes_nothing_on_a_dry_run_and_reports_the_counts(aged):
         "SecondSnapshot: would delete 1 rows",
         "MinuteSnapshot: would delete 1 rows",  # kept for years by default
         "TickCandle100: would delete 2 rows",
+        "QuoteSnapshot: would delete 1 rows",
     ]
     assert (OHLCVTick.objects.count(), SecondSnapshot.objects.count()) == (2, 2)
     assert TickCandle100.objects.count() == 4
@@ -105,8 +117,12 @@ def test_it_keeps_the_newest_candle_so_numbering_resumes(aged):
 
 
 def test_it_takes_retention_per_model_from_options(aged):
-    run("--ticks", "3h", "--seconds", "12h", "--minutes", "7d", "--candles", "50d")
+    run(
+        "--ticks", "3h", "--seconds", "12h", "--minutes", "7d", "--candles", "50d",
+        "--quotes", "2d",
+    )  # fmt: skip
     assert OHLCVTick.objects.count() == 2
+    assert QuoteSnapshot.objects.count() == 1
     assert SecondSnapshot.objects.count() == 0
     assert MinuteSnapshot.objects.count() == 0
     assert TickCandle100.objects.count() == 4

@@ -104,3 +104,33 @@ def scrape(app) -> str:
     port = app.metrics.server_address[1]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode()
+
+
+def test_a_journal_of_two_streams_replays_to_the_same_bars(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    with feed(rate=800, seed=31, late_prob=0.02, late_ms=1500, max_trades=3000) as (
+        server
+    ):
+        with collector(server, feed="us,us-quote", record_dir=tmp_path) as app:
+            assert wait_until(lambda: received(app) == 3000, 30)
+            assert app.shutdown() == 0
+    live = (
+        reference.stored_second_bars(),
+        reference.stored_tick_candles(),
+        reference.stored_quote_bars(),
+    )
+    assert all(live)
+    for model in (SecondSnapshot, TickCandle100, QuoteSnapshot):
+        model.objects.all().delete()
+
+    out = StringIO()
+    call_command("replay_frames", str(tmp_path), stdout=out)
+    assert (
+        reference.stored_second_bars(),
+        reference.stored_tick_candles(),
+        reference.stored_quote_bars(),
+    ) == live
+    assert "quote bars" in out.getvalue()

@@ -6,6 +6,9 @@ import pytest
 
 from api.market.calendar import (
     early_close_days,
+    fx_is_open,
+    fx_next_close,
+    fx_next_open,
     is_open,
     is_trading_day,
     next_close,
@@ -356,3 +359,34 @@ def test_it_agrees_with_xnys_minute_by_minute_for_2025_and_2026(xnys):
     assert open_minutes == len(xnys_open)
     # 501 sessions less 5 early closes' lost 3 hours.
     assert open_minutes == 501 * 390 - 5 * 180
+
+
+# -- The FX week (forex): Sunday 17:00 to Friday 17:00 New York ---------------
+
+
+@pytest.mark.parametrize(
+    ("at", "open_"),
+    [
+        (ny(2026, 11, 27, 16, 59), True),  # Friday afternoon
+        (ny(2026, 11, 27, 17, 0), False),  # the New York close
+        (ny(2026, 11, 28, 12, 0), False),  # Saturday
+        (ny(2026, 11, 29, 16, 59), False),  # Sunday before the open
+        (ny(2026, 11, 29, 17, 0), True),  # the Sydney open
+        (ny(2026, 11, 26, 12, 0), True),  # Thanksgiving: thin, not closed
+        (ny(2026, 3, 8, 17, 30), True),  # the Sunday clocks go forward
+    ],
+)
+def test_the_fx_week_runs_from_sunday_to_friday_evening_in_new_york(at, open_):
+    assert fx_is_open(at.astimezone(UTC)) is open_
+
+
+def test_the_fx_week_opens_and_closes_at_17_new_york_across_clock_changes():
+    saturday = ny(2026, 11, 28, 12, 0).astimezone(UTC)
+    assert fx_next_open(saturday) == ny(2026, 11, 29, 17, 0).astimezone(UTC)
+    assert fx_next_close(saturday) == ny(2026, 12, 4, 17, 0).astimezone(UTC)
+    monday = ny(2026, 11, 30, 9, 0).astimezone(UTC)
+    assert fx_next_close(monday) == ny(2026, 12, 4, 17, 0).astimezone(UTC)
+    assert fx_next_open(monday) == ny(2026, 12, 6, 17, 0).astimezone(UTC)
+    # 1 November 2026: clocks go back at 02:00; the open is still 17:00 local.
+    assert fx_next_open(ny(2026, 10, 31, 12, 0)) == ny(2026, 11, 1, 17, 0)
+    assert fx_next_open(ny(2026, 10, 31, 12, 0)).astimezone(UTC).hour == 22

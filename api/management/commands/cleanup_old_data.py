@@ -14,7 +14,14 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from api.models import MinuteSnapshot, OHLCVTick, SecondSnapshot, TickCandle100, Ticker
+from api.models import (
+    MinuteSnapshot,
+    OHLCVTick,
+    QuoteSnapshot,
+    SecondSnapshot,
+    TickCandle100,
+    Ticker,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -60,6 +67,12 @@ class Command(BaseCommand):
             "RETENTION_TICK_CANDLES)",
         )
         parser.add_argument(
+            "--quotes",
+            default=settings.RETENTION_QUOTE_BARS,
+            help="keep QuoteSnapshot rows this long (default %(default)s, from "
+            "RETENTION_QUOTE_BARS)",
+        )
+        parser.add_argument(
             "--batch-size",
             type=int,
             default=5000,
@@ -77,6 +90,7 @@ class Command(BaseCommand):
                 "seconds": parse_duration(options["seconds"]),
                 "minutes": parse_duration(options["minutes"]),
                 "candles": parse_duration(options["candles"]),
+                "quotes": parse_duration(options["quotes"]),
             }
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -104,6 +118,12 @@ class Command(BaseCommand):
                 ),
             ),
             ("TickCandle100", self.purge_candles(now - keep["candles"])),
+            (
+                "QuoteSnapshot",
+                self.purge(
+                    QuoteSnapshot.objects.filter(timestamp__lt=now - keep["quotes"])
+                ),
+            ),
         ]
         verb = "would delete" if self.dry_run else "deleted"
         for name, count in results:

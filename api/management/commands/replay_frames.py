@@ -37,10 +37,10 @@ from django.core.management.base import BaseCommand, CommandError
 from api.collector.journal import Entry, StartMark, read_entries
 from api.market.bars import Partial
 from api.market.conditions import MODES
-from api.market.messages import Malformed, Trade, parse_frame
+from api.market.messages import Malformed, Quote, Trade, parse_frame
 from api.models import Source
 from api.pipeline.ingest import Ingest
-from api.pipeline.kinds import BY_NAME, KINDS, SECOND, TICK100, BarKind
+from api.pipeline.kinds import BY_NAME, KINDS, QUOTE, SECOND, TICK100, BarKind
 from api.pipeline.store import Store
 
 logger = logging.getLogger(__name__)
@@ -52,14 +52,15 @@ CHUNK_ROWS = 5000  # rows held before an upsert: memory stays bounded
 class ReplayCounts:
     runs: int = 0
     frames: int = 0
-    trades: int = 0
+    trades: int = 0  # trades and quotes
     malformed: int = 0
-    ignored: int = 0  # other symbols, quotes, status frames
+    ignored: int = 0  # other symbols, status frames
     before_start: int = 0  # trades for seconds before their run started
     dropped_late: int = 0  # beyond the revision window, as live
     bars: int = 0  # new 1-second bars
     revisions: int = 0  # revised 1-second bars
     candles: int = 0  # 100-trade bars
+    quotes: int = 0  # 1-second quote bars, new or revised
     minutes: int = 0  # 1-minute bars, new or revised
     rejected: int = 0  # rows the database refused (reported, not stored)
 
@@ -194,7 +195,7 @@ class Replayer:
         if closed:
             self._closed(closed)
         msg = parse_frame(data)
-        if type(msg) is Trade:
+        if type(msg) is Trade or type(msg) is Quote:
             wanted = self.wanted
             if wanted is not None and msg.symbol not in wanted:
                 counts.ignored += 1
@@ -225,6 +226,8 @@ class Replayer:
                         counts.revisions += 1
                     else:
                         counts.bars += 1
+                elif kind is QUOTE:
+                    counts.quotes += 1
                 else:
                     counts.minutes += 1
                 self.store.add(kind, (bar, None))
@@ -314,7 +317,8 @@ class Command(BaseCommand):
             f"{counts.malformed}, ignored {counts.ignored}, runs {counts.runs}, "
             f"bars {counts.bars}, revisions {counts.revisions}, candles "
             f"{counts.candles}, before start {counts.before_start}, dropped late "
-            f"{counts.dropped_late}, 1-minute bars {counts.minutes}, rejected "
+            f"{counts.dropped_late}, 1-minute bars {counts.minutes}, quote bars "
+            f"{counts.quotes}, rejected "
             f"{counts.rejected}"
         )
         if options["dry_run"]:
