@@ -80,6 +80,8 @@ class StartMark:
     carried: dict[str, int] = field(default_factory=dict)
     seeds: dict[str, list] = field(default_factory=dict)
     conditions: str = "all"  # the run's --conditions; "all" before the rules
+    # The EODHD streams the run collected; trades ("us") before quote streams.
+    streams: list[str] = field(default_factory=lambda: ["us"])
 
 
 Entry = Frame | StartMark
@@ -154,20 +156,29 @@ class Journal:
         carried: dict[str, int] | None = None,
         seeds: dict | None = None,
         conditions: str = "eodhd",
+        streams: list[str] | None = None,
     ) -> None:
         """Note that a collector run starts. Call it before the first frame, with
         the numbers the aggregator resumes from (keys: the subscribed symbols),
         `received_at` = the aggregator's start_second, `carried` = trades per
         symbol of a partial candle restored from the previous run, and `seeds` =
         the open wider buckets it goes on from ({kind: {(symbol, start):
-        Partial}}), `conditions` = the run's trade-condition rules."""
+        Partial}}), `conditions` = the run's trade-condition rules, `streams`
+        = the EODHD streams it collected (what a replay builds)."""
         at = self.clock() if received_at is None else received_at
         raw = {
             kind.name: [[s, start, *p.to_list()] for (s, start), p in got.items()]
             for kind, got in (seeds or {}).items()
             if got
         }
-        mark = StartMark(at, dict(next_numbers), dict(carried or {}), raw, conditions)
+        mark = StartMark(
+            at,
+            dict(next_numbers),
+            dict(carried or {}),
+            raw,
+            conditions,
+            list(streams or ["us"]),
+        )
         self._buffer.append((at, mark))
 
     def flush(self) -> None:
@@ -282,6 +293,7 @@ def _encode(received_at: float, item: bytes | str | StartMark) -> bytes:
             "next_candle": item.next_candle,
             "carried": item.carried,
             "conditions": item.conditions,
+            "streams": item.streams,
         }
         if item.seeds:
             meta["seeds"] = item.seeds
@@ -462,6 +474,7 @@ def _decode(line: bytes, path: Path) -> Entry | None:
             {str(k): int(v) for k, v in meta.get("carried", {}).items()},
             {str(k): list(v) for k, v in meta.get("seeds", {}).items()},
             str(meta.get("conditions", "all")),
+            [str(s) for s in meta.get("streams", ["us"])],
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         logger.warning("⚠️ %s: skipped an unreadable record %.80r", path, line)

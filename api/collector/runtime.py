@@ -432,6 +432,7 @@ class Collector:
                 carried={s: len(t) for s, t in self.partial_candles.items()},
                 seeds=self.seeds,
                 conditions=cfg.conditions,
+                streams=self.streams,
             )
             for receiver in self.receivers.values():
                 receiver.journal = self.journal

@@ -57,8 +57,10 @@ class Ingest:
             for kind in kinds
             if kind.built_from == "quotes"
         }
-        # A live stream carries trades or quotes; a replay may see both.
-        self._mixed = bool(traded) and bool(self.quoted)
+        # A live stream carries trades or quotes; several streams, both.
+        self.takes_trades = bool(traded)
+        self.takes_quotes = bool(self.quoted)
+        self._mixed = self.takes_trades and self.takes_quotes
         # 100-trade numbering resumes where the stored bars end (the one count
         # kind whose numbering is kept across runs: see collector.state).
         for kind, partials in (seeds or {}).items():

@@ -220,7 +220,7 @@ def test_it_rebuilds_exactly_the_bars_of_the_stream(journal_dir):
     assert output == (
         f"frames {len(FRAMES)}, trades 602, malformed 1, ignored 2, runs 2, "
         f"bars {len(expected_bars())}, revisions 1, candles 6, before start 1, "
-        "dropped late 0, 1-minute bars 4, rejected 0\n"
+        "dropped late 0, 1-minute bars 4, quote bars 0, rejected 0\n"
     )
     # The minute both runs share holds the trades of both (the second run went
     # on from what the first had), as live.

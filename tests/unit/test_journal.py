@@ -75,7 +75,8 @@ def test_it_keeps_start_marks_in_order_with_the_frames(tmp_path):
     journal = sync_journal(tmp_path, clock=lambda: HOUR + 0.5)
     journal.mark_start({"AAPL": 57, "MSFT": 1}, received_at=HOUR, conditions="all")
     journal.record(frame(1), HOUR + 0.25)
-    journal.mark_start({"AAPL": 58}, carried={"AAPL": 40})  # stamped by the clock
+    # Stamped by the clock; two streams.
+    journal.mark_start({"AAPL": 58}, carried={"AAPL": 40}, streams=["us", "forex"])
     journal.record(frame(2), HOUR + 0.75)
     journal.close()
 
@@ -84,7 +85,13 @@ def test_it_keeps_start_marks_in_order_with_the_frames(tmp_path):
     assert entries == [
         StartMark(HOUR, {"AAPL": 57, "MSFT": 1}, {}, conditions="all"),
         Frame(HOUR + 0.25, frame(1)),
-        StartMark(HOUR + 0.5, {"AAPL": 58}, {"AAPL": 40}, conditions="eodhd"),
+        StartMark(
+            HOUR + 0.5,
+            {"AAPL": 58},
+            {"AAPL": 40},
+            conditions="eodhd",
+            streams=["us", "forex"],
+        ),
         Frame(HOUR + 0.75, frame(2)),
     ]
     assert list(read_journal(tmp_path)) == [

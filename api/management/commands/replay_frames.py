@@ -15,6 +15,10 @@ Rules that make a replay reproduce the live run:
 - Frames before any start mark are replayed with numbering from 1 (a warning says
   so): such candles are only right if the journal starts with the symbol's
   first candle.
+- Each run builds what its streams built live (its start mark says which:
+  trade bars for us/crypto, quote bars for us-quote/forex; marks written before
+  quote streams existed: trades); other frames are counted as ignored. Frames
+  before any start mark build every kind.
 - Each run applies the trade-condition rules its start mark recorded (runs
   recorded before the rules existed counted every print), unless --conditions
   says otherwise.
@@ -40,7 +44,15 @@ from api.market.conditions import MODES
 from api.market.messages import Malformed, Quote, Trade, parse_frame
 from api.models import Source
 from api.pipeline.ingest import Ingest
-from api.pipeline.kinds import BY_NAME, KINDS, QUOTE, SECOND, TICK100, BarKind
+from api.pipeline.kinds import (
+    BY_NAME,
+    KINDS,
+    QUOTE,
+    SECOND,
+    STREAM_KINDS,
+    TICK100,
+    BarKind,
+)
 from api.pipeline.store import Store
 
 logger = logging.getLogger(__name__)
@@ -174,6 +186,7 @@ class Replayer:
                 if name in BY_NAME
             },
             conditions=self.conditions or mark.conditions,
+            kinds=_kinds_of(mark.streams),
         )
 
     def _ingest(self, **run) -> Ingest:
@@ -195,7 +208,10 @@ class Replayer:
         if closed:
             self._closed(closed)
         msg = parse_frame(data)
-        if type(msg) is Trade or type(msg) is Quote:
+        ingest = self.ingest
+        if (type(msg) is Trade and ingest.takes_trades) or (
+            type(msg) is Quote and ingest.takes_quotes
+        ):
             wanted = self.wanted
             if wanted is not None and msg.symbol not in wanted:
                 counts.ignored += 1
@@ -231,6 +247,13 @@ class Replayer:
                 else:
                     counts.minutes += 1
                 self.store.add(kind, (bar, None))
+
+
+def _kinds_of(streams: list[str]) -> tuple[BarKind, ...]:
+    """What a run that collected these streams built (every kind when the
+    mark names none this version knows)."""
+    built = {kind for s in streams for kind in STREAM_KINDS.get(s, ())}
+    return tuple(kind for kind in KINDS if kind in built) or KINDS
 
 
 def parse_instant(text: str) -> float:
