@@ -39,6 +39,9 @@ def wait_for(predicate, timeout: float) -> bool:
     return True
 
 
+CONDITIONS = "eodhd"  # --conditions of the collectors measured (set by main)
+
+
 def collector_config(port: int, grace: float, receiver_process: bool = True):
     from api.collector.feed import FeedPolicy
     from api.collector.runtime import CollectorConfig
@@ -49,6 +52,7 @@ def collector_config(port: int, grace: float, receiver_process: bool = True):
         api_key="x",
         skip_market_hours=True,
         grace=grace,
+        conditions=CONDITIONS,
         news_enabled=False,
         receiver_process=receiver_process,
         # The blast server builds all frames before it says Authorized.
@@ -208,12 +212,22 @@ def main() -> None:
         help="skip the extra blast with the receiver in a thread (--receiver-thread)",
     )
     parser.add_argument(
+        "--conditions",
+        choices=("eodhd", "all"),
+        default="eodhd",
+        help="the collectors' trade-condition rules (compare the two in one "
+        "session of runs)",
+    )
+    parser.add_argument(
         "--event-rate",
         type=float,
         default=50_000,
         help="blast: how fast the trades' own timestamps advance (per second)",
     )
     args = parser.parse_args()
+    global CONDITIONS
+    CONDITIONS = args.conditions
+    print(f"--conditions {CONDITIONS}")
     dbname = setup_django()
     pg = PgStats(dbname)
     paced_n = int(args.rate * args.seconds)

@@ -161,7 +161,8 @@ class Aggregator(Worker):
         ):
             self.save_partial(ticks, partials)
         logger.info(
-            "aggregator finished: %d trades, %d bars, %d revisions, %d 100-trade bars",
+            "aggregator finished: %d trades and quotes, %d bars, %d revisions, "
+            "%d 100-trade bars",
             self.ingest.trades,
             self.seconds.bars_closed,
             self.seconds.revisions,

@@ -386,7 +386,9 @@ class Collector:
             "🚀 collector starting: %d symbols (%s), feed %s, %s",
             len(cfg.symbols),
             ",".join(cfg.symbols),
-            mask_token(cfg.ws_url),
+            mask_token(cfg.ws_url)
+            if len(self.streams) == 1
+            else ", ".join(mask_token(feed_url(cfg.ws_url, s)) for s in self.streams),
             self.gate.status_line(),
         )
         try:

@@ -74,7 +74,7 @@ class Ingest:
                 ticks.set_next_number(symbol, number)
             for symbol, trades in (partial or {}).items():
                 ticks.restore(symbol, trades, self.rules.flags(trades))
-        self.trades = 0  # messages taken: trades, or quotes on a quote stream
+        self.trades = 0  # messages taken: trades and quotes
         self.before_start = 0  # trades for buckets before the run started
 
     @property
@@ -91,7 +91,9 @@ class Ingest:
         completed, by kind."""
         if self._mixed:
             trades = [m for m in messages if type(m) is Trade]
-            self._add_quotes([m for m in messages if type(m) is Quote], now)
+            quotes = [m for m in messages if type(m) is Quote]
+            self._add_quotes(quotes, now)
+            self.trades += len(quotes)
         elif self.quoted:
             self._add_quotes(messages, now)
             self.trades += len(messages)
