@@ -64,3 +64,29 @@ def check_deployment(app_configs, **kwargs) -> list[CheckMessage]:
             )
         )
     return found
+
+
+@register(Tags.database)
+def check_default_partitions(app_configs, databases=None, **kwargs):
+    """`manage.py check --database default`: rows that sit in a default
+    partition (their dated partition was missing when they were written)."""
+    if not databases or "default" not in databases:
+        return []
+    from django.db import DatabaseError
+
+    from api import partitions
+
+    try:
+        rows = partitions.default_rows()
+    except DatabaseError:
+        return []  # not migrated yet, or unreachable: other checks say so
+    return [
+        Warning(
+            f"{table}: {count} rows are in its default partition (stored, but they "
+            "slow reads and block creating their partition's range without a move)",
+            hint="run `manage.py partitions` (it moves them into dated partitions)",
+            id="api.W104",
+        )
+        for table, count in rows.items()
+        if count
+    ]

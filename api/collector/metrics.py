@@ -288,6 +288,15 @@ class CollectorExporter:
             int(r.connected),
         )
         yield from _streams(app, counter)
+        default_rows = GaugeMetricFamily(
+            "collector_default_partition_rows",
+            "Rows in a partitioned table's default partition when last measured "
+            "(hourly; 0 when every row has its dated partition)",
+            labels=["table"],
+        )
+        for table, rows in sorted(app.default_partition_rows.items()):
+            default_rows.add_metric([table], rows)
+        yield default_rows
 
         yield gauge(
             "collector_trade_queue_batches",

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from api import partitions
 from api.collector.aggregator import Aggregator
 from api.collector.database import (
     CALL_TIMEOUT,
@@ -157,6 +158,8 @@ class Collector:
             ]
         )
         self.receivers: dict[str, Receiver] = {}
+        # Rows in each partitioned table's default partition, as last measured.
+        self.default_partition_rows: dict[str, int] = {}
         self.receiver: Receiver | Streams | None = None
         self.aggregator: Aggregator | None = None
         self.writer: Writer | None = None
@@ -337,6 +340,7 @@ class Collector:
             on_promotion=lambda numbers: aggregator.control.put(Renumber(numbers)),
             lane=self.lane,
             known_tails=self.known_tails,
+            maintenance=self._maintain_partitions,
         )
         self.writer.symbols = list(cfg.symbols)
         articles = SharedArticles()
@@ -470,6 +474,24 @@ class Collector:
         if self.monitor is None:
             return Verdict(False, "starting", "the collector is starting")
         return self.monitor.verdict()
+
+    def _maintain_partitions(self) -> None:
+        """On the writer's session (the lane), hourly: the coming days' and
+        months' partitions exist, and what sits in the default partitions is
+        measured (api.partitions; nothing on SQLite)."""
+        created = partitions.ensure()
+        if created:
+            logger.info("🗂️ created partitions %s", ", ".join(created))
+        self.default_partition_rows = partitions.default_rows()
+        for table, rows in self.default_partition_rows.items():
+            if rows:
+                logger.warning(
+                    "⚠️ %d rows of %s are in its default partition: run "
+                    "`manage.py partitions` (they are stored; reads are slower)",
+                    rows,
+                    table,
+                    extra={"dedupe": f"default partition {table}"},
+                )
 
     def _writer_observation(self) -> dict:
         """The writer's side of an Observation; read from any thread."""

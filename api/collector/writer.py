@@ -59,6 +59,7 @@ BATCH_ROWS = 2000  # rows per statement (and per bounded call) when catching up
 # A database call running this long is suspect (they take milliseconds): bars go
 # to the spool meanwhile, so a crash during a black hole loses none.
 SUSPECT_AFTER = 2.0
+MAINTENANCE_RETRY = 300.0  # seconds after a failed maintenance call
 
 
 @dataclass
@@ -104,8 +105,16 @@ class Writer(Worker):
         on_promotion: Callable[[dict[str, int]], None] | None = None,
         lane: DatabaseLane | None = None,
         known_tails: Tails | None = None,
+        maintenance: Callable[[], object] | None = None,
+        maintenance_interval: float = 3600.0,
     ) -> None:
         super().__init__("writer", stop)
+        # Housekeeping only the writer does, on its session, between flushes
+        # (creating the coming partitions: api.partitions); its failures are
+        # logged and retried later, never in the way of bars.
+        self.maintenance = maintenance
+        self.maintenance_interval = maintenance_interval
+        self._maintain_at = -math.inf  # monotonic; at once when first writing
         self.inbox = inbox
         self.upstream_done = upstream_done
         self.clock = clock or Clock()
@@ -172,9 +181,13 @@ class Writer(Worker):
                 break
             if self._in_outage:
                 self._spool_dirty()
-            if not self._may_write() or self.backlog.empty:
+            if not self._may_write():
                 continue
             now = self.clock.monotonic()
+            if self.maintenance is not None and now >= self._maintain_at:
+                self._maintain()
+            if self.backlog.empty:
+                continue
             # Flush right after the aggregator closed new bars (once a second, so
             # the commit follows the grace period closely), or when anything has
             # waited a whole interval; never more often than every MIN_GAP.
@@ -187,6 +200,19 @@ class Writer(Worker):
                 last_flush = self.clock.monotonic()
                 retry_at = 0.0 if ok else last_flush + self._flush_backoff.next()
         self._final_flush()
+
+    def _maintain(self) -> None:
+        self._maintain_at = self.clock.monotonic() + self.maintenance_interval
+        try:
+            self.lane.run(self.maintenance, idle=self._idle, cutoff=self._cutoff)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop bars
+            self._maintain_at = self.clock.monotonic() + MAINTENANCE_RETRY
+            logger.warning(
+                "⚠️ maintenance failed (%s); retrying in %.0f s",
+                first_line(exc),
+                MAINTENANCE_RETRY,
+                extra={"dedupe": "maintenance"},
+            )
 
     def _collect(self, wait: float) -> bool:
         """Take everything the aggregator has handed on; True once it finished."""
