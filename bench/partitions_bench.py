@@ -110,7 +110,9 @@ def connect(dbname: str):
 def like(cur, name: str) -> None:
     """A plain copy of the table's shape: columns, keys and indexes."""
     cur.execute(f"DROP TABLE IF EXISTS {name}")
-    cur.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)")
+    cur.execute(
+        f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING IDENTITY)"
+    )
     cur.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
     cur.execute(f"ALTER TABLE {name} ADD UNIQUE (ticker_id, timestamp)")
     cur.execute(f"CREATE INDEX ON {name} (timestamp)")
@@ -178,8 +180,9 @@ def pct(values: list[float], q: float) -> float:
 
 def size_per_million(cur, table: str, rows: int) -> float:
     cur.execute(
-        "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s)",
-        [table],
+        "SELECT COALESCE((SELECT sum(pg_total_relation_size(relid)) "
+        "FROM pg_partition_tree(%s)), pg_total_relation_size(%s))",
+        [table, table],
     )
     return cur.fetchone()[0] / rows * 1_000_000 / 2**20
 
@@ -237,6 +240,10 @@ def main() -> None:
         "AND timestamp < %s",
         [read_day, read_day + timedelta(days=1)],
     )
+    for table in (TABLE, PLAIN):  # new writes draw ids after the loaded ones
+        cur.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", [rows + 1]
+        )
     cur.execute(f"ANALYZE {TABLE}; ANALYZE {PLAIN}; ANALYZE {ONEDAY}")
     print(
         f"loaded {rows:,} rows: COPY into the partitioned table "

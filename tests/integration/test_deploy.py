@@ -476,6 +476,10 @@ def test_it_cleans_up_old_data_daily_from_a_timer():
     assert one(service, "Service", "ExecStart") == (
         "/opt/eodhd-collector/.venv/bin/python manage.py cleanup_old_data"
     )
+    # The coming partitions first (docs/partitions.md).
+    assert one(service, "Service", "ExecStartPre") == (
+        "/opt/eodhd-collector/.venv/bin/python manage.py partitions"
+    )
     timer = read_unit("cleanup-old-data.timer")
     assert one(timer, "Timer", "OnCalendar") == "*-*-* 07:00:00 UTC"
     assert one(timer, "Timer", "Persistent") == "true"
