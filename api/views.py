@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
+from api import resample
 from api.models import (
     MinuteSnapshot,
     QuoteSnapshot,
@@ -105,7 +106,9 @@ def _query(request):
     return ticker, start, end, limit, capped
 
 
-def _respond(ticker, start, end, limit, capped, timeframe, data) -> JsonResponse:
+def _respond(
+    ticker, start, end, limit, capped, timeframe, data, **more
+) -> JsonResponse:
     metadata = {
         "count": len(data),
         "start_time": _iso(start),
@@ -116,6 +119,7 @@ def _respond(ticker, start, end, limit, capped, timeframe, data) -> JsonResponse
         "max_limit": MAX_LIMIT,
         "limit_capped": capped,
         "truncated": len(data) >= limit,
+        **more,
     }
     return JsonResponse({"ticker": ticker.symbol, "data": data, "metadata": metadata})
 
@@ -128,12 +132,57 @@ def _seconds(ticker: Ticker, start: datetime, end: datetime, limit: int, *column
     return window.order_by("timestamp").values_list(*columns)[:limit]
 
 
+def _interval(request) -> int | JsonResponse:
+    """`interval=` in seconds (1 when absent), or a 400 response."""
+    text = request.GET.get("interval", "1s").strip()
+    step = resample.INTERVALS.get(text)
+    if step is None:
+        return _error(
+            400,
+            "bad_request",
+            f"interval {text!r} is not one of {', '.join(resample.INTERVALS)}",
+        )
+    return step
+
+
+def _resampled(request, ticker, start, end, limit, capped, step) -> JsonResponse:
+    rows, source = resample.resample(ticker, start, end, step, limit)
+    data = [
+        {
+            "timestamp": _iso(ts),
+            "open": _num(o),
+            "high": _num(h),
+            "low": _num(lo),
+            "close": _num(c),
+            "volume": _num(v),
+            "tick_count": n,
+            "eligible_count": eligible,
+            "vwap": _num(vwap),
+            "composite_score": score,
+            "bars": bars,
+        }
+        for ts, o, h, lo, c, v, n, eligible, vwap, score, bars in rows
+    ]
+    interval = request.GET["interval"].strip()
+    return _respond(
+        ticker, start, end, limit, capped, interval, data, source=source.label
+    )
+
+
 @require_GET
 def second_candles(request) -> JsonResponse:
+    """1-second bars; with `interval=` (5s ... 1d) resampled from them, or from
+    the 1-minute bars when the interval is whole minutes and they exist
+    (api/resample.py)."""
     query = _query(request)
     if isinstance(query, JsonResponse):
         return query
     ticker, start, end, limit, capped = query
+    step = _interval(request)
+    if isinstance(step, JsonResponse):
+        return step
+    if step > 1:
+        return _resampled(request, ticker, start, end, limit, capped, step)
     rows = _seconds(
         ticker,
         start,
