@@ -10,5 +10,6 @@ urlpatterns = [
     path("tick-candles/", views.tick_candles, name="tick-candles"),
     path("quote-candles/", views.quote_candles, name="quote-candles"),
     path("realtime-sentiment/", views.realtime_sentiment, name="realtime-sentiment"),
+    path("symbols/", views.symbols, name="symbols"),
     path("health/", views.health, name="health"),
 ]

@@ -1,388 +1,256 @@
-"""JSON read endpoints for charts and dashboards.
+"""The read API's views (the parameters and series: api/readapi.py) and the
+chart page.
 
-Time windows are half-open, [start_time, end_time): a bar at exactly end_time is
-not included, for both candle endpoints. Without bounds the window is the last
-hour; with one bound it is the hour after start_time or before end_time.
+Every bar endpoint answers GET and HEAD with `{"ticker", "data", "metadata"}`
+(or CSV with format=csv); a bad parameter is a 400 `{"error", "message"}`, an
+unknown symbol a 404. Windows are half-open, [start_time, end_time).
 """
 
-import re
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+import csv
+import hashlib
+import io
+from datetime import datetime, timedelta
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpResponse, JsonResponse
+from django.db.models import Q
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
-from api import resample
-from api.models import (
-    MinuteSnapshot,
-    QuoteSnapshot,
-    SecondSnapshot,
-    TickCandle100,
-    Ticker,
-)
+from api import readapi, resample
+from api.models import SecondSnapshot, Ticker
+from api.readapi import MAX_LIMIT, BadRequest, Query, Series  # noqa: F401
 
-_PLUS_LOST = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
-DEFAULT_WINDOW = timedelta(hours=1)
-DEFAULT_LIMIT = 10_000
-MAX_LIMIT = 50_000
-
-
-class BadRequest(Exception):
-    pass
+# A window that ended this long ago no longer changes live (grace + revision
+# window, with a margin): its responses may be cached.
+SETTLED_AFTER = timedelta(minutes=10)
 
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _num(value: Decimal | float | None) -> float | None:
-    return None if value is None else float(value)
+    return readapi.render_time(value, None)
 
 
 def _error(status: int, error: str, message: str) -> JsonResponse:
     return JsonResponse({"error": error, "message": message}, status=status)
 
 
-def _parse_time(name: str, raw: str | None) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    # An unescaped "+00:00" in a query string arrives as " 00:00".
-    text = _PLUS_LOST.sub(r"\1+\2", raw.strip())
-    try:
-        value = parse_datetime(text)
-    except ValueError:
-        value = None
-    if value is None:
-        raise BadRequest(f"{name}={raw!r} is not an ISO 8601 date-time")
-    if timezone.is_naive(value):
-        value = value.replace(tzinfo=UTC)
-    return value
+def series_view(series: Series):
+    @require_safe
+    def view(request) -> HttpResponse:
+        try:
+            q = readapi.parse(series, request.GET)
+            if "interval" in series.extra_params:
+                text = request.GET.get("interval", "1s").strip()
+                q.interval = resample.INTERVALS.get(text, 0)
+                if not q.interval:
+                    raise BadRequest(
+                        f"interval {text!r} is not one of "
+                        f"{', '.join(resample.INTERVALS)}"
+                    )
+        except BadRequest as exc:
+            return _error(400, "bad_request", str(exc))
+        ticker = Ticker.objects.filter(symbol=q.symbol).first()
+        if ticker is None:
+            return _error(404, "not_found", f"unknown symbol {q.symbol!r}")
+        if q.interval > 1:
+            return _resampled(request, q, ticker)
+        if q.csv:
+            return _csv(q, ticker)
+        rows, more = _page(q, ticker)
+        data = [readapi.item(series, row, q) for row in rows]
+        following = None
+        if more and q.last is None:
+            tie = rows[-1][1] if series.tiebreak else None
+            following = _next(request, readapi.encode_cursor(rows[-1][0], tie))
+        return _respond(request, q, ticker, data, more, following)
+
+    view.__doc__ = series.doc
+    return view
 
 
-def _window(params) -> tuple[datetime, datetime]:
-    start = _parse_time("start_time", params.get("start_time"))
-    end = _parse_time("end_time", params.get("end_time"))
-    if start is None and end is None:
-        end = timezone.now()
-    if start is None:
-        start = end - DEFAULT_WINDOW
-    if end is None:
-        end = start + DEFAULT_WINDOW
-    if start >= end:
-        raise BadRequest("start_time must be before end_time")
-    return start, end
+def _window_of(q: Query, ticker) -> object:
+    s = q.series
+    rows = s.model.objects.filter(
+        ticker=ticker, **{f"{s.time}__gte": q.start, f"{s.time}__lt": q.end}
+    )
+    if q.cursor is not None:
+        at, tie = q.cursor
+        if s.tiebreak and tie is not None:
+            rows = rows.filter(
+                Q(**{f"{s.time}__gt": at}) | Q(**{s.time: at, f"{s.tiebreak}__gt": tie})
+            )
+        else:
+            rows = rows.filter(**{f"{s.time}__gt": at})
+    return rows
 
 
-def _limit(params) -> tuple[int, bool]:
-    raw = params.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT, False
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit={raw!r} is not an integer") from None
-    if limit < 1:
-        raise BadRequest("limit must be at least 1")
-    return min(limit, MAX_LIMIT), limit > MAX_LIMIT
+def _page(q: Query, ticker) -> tuple[list, bool]:
+    """At most `limit` rows in time order, and whether more follow (or, with
+    last=N, precede)."""
+    s = q.series
+    order = [s.time] + ([s.tiebreak] if s.tiebreak else [])
+    rows = _window_of(q, ticker)
+    if q.last is not None:
+        newest = rows.order_by(*(f"-{o}" for o in order)).values_list(*s.columns)
+        got = list(newest[: q.limit + 1])
+        return got[: q.limit][::-1], len(got) > q.limit
+    got = list(rows.order_by(*order).values_list(*s.columns)[: q.limit + 1])
+    return got[: q.limit], len(got) > q.limit
 
 
-def _query(request):
-    """Common parameters: (ticker, start, end, limit, capped) or an error response."""
-    symbol = request.GET.get("symbol", "QLD").strip().upper()
-    try:
-        start, end = _window(request.GET)
-        limit, capped = _limit(request.GET)
-    except BadRequest as exc:
-        return _error(400, "bad_request", str(exc))
-    ticker = Ticker.objects.filter(symbol=symbol).first()
-    if ticker is None:
-        return _error(404, "not_found", f"unknown symbol {symbol!r}")
-    return ticker, start, end, limit, capped
+def _next(request, cursor: str) -> str:
+    params = request.GET.copy()
+    params["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
 
 
-def _respond(
-    ticker, start, end, limit, capped, timeframe, data, **more
-) -> JsonResponse:
+def _respond(request, q: Query, ticker, data, more, following, **extra):
     metadata = {
         "count": len(data),
-        "start_time": _iso(start),
-        "end_time": _iso(end),
+        "start_time": _iso(q.start),
+        "end_time": _iso(q.end),
         "end_inclusive": False,
-        "timeframe": timeframe,
-        "limit": limit,
+        "timeframe": extra.pop("timeframe", q.series.timeframe),
+        "limit": q.limit,
         "max_limit": MAX_LIMIT,
-        "limit_capped": capped,
-        "truncated": len(data) >= limit,
-        **more,
+        "limit_capped": q.capped,
+        "truncated": more,
+        "next": following,
+        **extra,
     }
-    return JsonResponse({"ticker": ticker.symbol, "data": data, "metadata": metadata})
-
-
-def _seconds(ticker: Ticker, start: datetime, end: datetime, limit: int, *columns):
-    """Columns of the 1-second bars of a window, in time order."""
-    window = SecondSnapshot.objects.filter(
-        ticker=ticker, timestamp__gte=start, timestamp__lt=end
+    response = JsonResponse(
+        {"ticker": ticker.symbol, "data": data, "metadata": metadata}
     )
-    return window.order_by("timestamp").values_list(*columns)[:limit]
+    if q.end <= timezone.now() - SETTLED_AFTER and q.last is None:
+        # A settled window: cacheable, and revalidated by its ETag.
+        etag = '"' + hashlib.sha256(response.content).hexdigest()[:32] + '"'
+        response["ETag"] = etag
+        response["Cache-Control"] = "public, max-age=300"
+        if etag in request.headers.get("If-None-Match", ""):
+            not_modified = HttpResponse(status=304)
+            not_modified["ETag"] = etag
+            not_modified["Cache-Control"] = response["Cache-Control"]
+            return not_modified
+    else:
+        response["Cache-Control"] = "no-cache"
+    return response
 
 
-def _interval(request) -> int | JsonResponse:
-    """`interval=` in seconds (1 when absent), or a 400 response."""
-    text = request.GET.get("interval", "1s").strip()
-    step = resample.INTERVALS.get(text)
-    if step is None:
-        return _error(
-            400,
-            "bad_request",
-            f"interval {text!r} is not one of {', '.join(resample.INTERVALS)}",
-        )
-    return step
+def _csv(q: Query, ticker) -> StreamingHttpResponse:
+    """Every row of the window (with last=N: those N), exact decimals, streamed
+    in chunks: a whole day of 1-second bars without holding it in memory."""
+    s = q.series
+    q.strings = True
+    order = [s.time] + ([s.tiebreak] if s.tiebreak else [])
+
+    def lines():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([f.key for f in s.fields])
+        if q.last is not None:
+            rows = _page(q, ticker)[0]
+        else:
+            rows = (
+                _window_of(q, ticker)
+                .order_by(*order)
+                .values_list(*s.columns)
+                .iterator(chunk_size=5000)
+            )
+        for n, row in enumerate(rows, start=1):
+            writer.writerow(
+                readapi.csv_value(v) for v in readapi.item(s, row, q).values()
+            )
+            if n % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    stamp = q.start.strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{ticker.symbol}-{s.name}-{stamp}.csv"'
+    )
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
-def _resampled(request, ticker, start, end, limit, capped, step) -> JsonResponse:
-    rows, source = resample.resample(ticker, start, end, step, limit)
+def _resampled(request, q: Query, ticker) -> HttpResponse:
+    step = q.interval
+    start = q.start
+    if q.cursor is not None:
+        start = max(start, q.cursor[0] + timedelta(seconds=step))
+    if start >= q.end:
+        rows, source = [], resample.SECONDS
+    else:
+        wanted = MAX_LIMIT if q.last is not None else q.limit + 1
+        rows, source = resample.resample(ticker, start, q.end, step, wanted)
+    if q.last is not None:
+        more, rows = len(rows) > q.limit, rows[-q.limit :]
+    else:
+        more, rows = len(rows) > q.limit, rows[: q.limit]
+    if q.csv:
+        q.strings = True
+    fields = readapi.RESAMPLED
     data = [
         {
-            "timestamp": _iso(ts),
-            "open": _num(o),
-            "high": _num(h),
-            "low": _num(lo),
-            "close": _num(c),
-            "volume": _num(v),
-            "tick_count": n,
-            "eligible_count": eligible,
-            "vwap": _num(vwap),
-            "composite_score": score,
-            "bars": bars,
+            f.key: readapi.render_value(f.kind, value, q)
+            for f, value in zip(fields, row, strict=True)
         }
-        for ts, o, h, lo, c, v, n, eligible, vwap, score, bars in rows
+        for row in rows
     ]
+    if q.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(f.key for f in fields)
+        for entry in data:
+            writer.writerow(readapi.csv_value(v) for v in entry.values())
+        response = HttpResponse(
+            buffer.getvalue(), content_type="text/csv; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        return response
+    following = None
+    if more and q.last is None:
+        following = _next(request, readapi.encode_cursor(rows[-1][0], None))
     interval = request.GET["interval"].strip()
     return _respond(
-        ticker, start, end, limit, capped, interval, data, source=source.label
-    )
+        request, q, ticker, data, more, following, timeframe=interval,
+        source=source.label,
+    )  # fmt: skip
 
 
-@require_GET
-def second_candles(request) -> JsonResponse:
-    """1-second bars; with `interval=` (5s ... 1d) resampled from them, or from
-    the 1-minute bars when the interval is whole minutes and they exist
-    (api/resample.py)."""
-    query = _query(request)
-    if isinstance(query, JsonResponse):
-        return query
-    ticker, start, end, limit, capped = query
-    step = _interval(request)
-    if isinstance(step, JsonResponse):
-        return step
-    if step > 1:
-        return _resampled(request, ticker, start, end, limit, capped, step)
-    rows = _seconds(
-        ticker,
-        start,
-        end,
-        limit,
-        "timestamp",
-        "ohlc_1sec_open",
-        "ohlc_1sec_high",
-        "ohlc_1sec_low",
-        "ohlc_1sec_close",
-        "ohlc_1sec_volume",
-        "ohlc_1sec_tick_count",
-        "ohlc_1sec_eligible_count",
-        "composite_score",
-        "news_score_cached",
-        "technical_score_cached",
-    )
-    data = [
-        {
-            "timestamp": _iso(ts),
-            "open": _num(o),
-            "high": _num(h),
-            "low": _num(lo),
-            "close": _num(c),
-            "volume": _num(v),
-            "tick_count": n,
-            "eligible_count": eligible,
-            "composite_score": comp,
-            "news_component": news,
-            "technical_component": tech,
-        }
-        for ts, o, h, lo, c, v, n, eligible, comp, news, tech in rows
-    ]
-    return _respond(ticker, start, end, limit, capped, "1s", data)
+second_candles = series_view(readapi.SERIES["second"])
+minute_candles = series_view(readapi.SERIES["minute"])
+tick_candles = series_view(readapi.SERIES["tick"])
+quote_candles = series_view(readapi.SERIES["quote"])
+realtime_sentiment = series_view(readapi.SERIES["sentiment"])
 
 
-@require_GET
-def tick_candles(request) -> JsonResponse:
-    query = _query(request)
-    if isinstance(query, JsonResponse):
-        return query
-    ticker, start, end, limit, capped = query
-    rows = (
-        TickCandle100.objects.filter(
-            ticker=ticker, completed_at__gte=start, completed_at__lt=end
+@require_safe
+def symbols(request) -> JsonResponse:
+    """Every symbol the database knows, with its newest 1-second bar."""
+    out = []
+    for ticker in Ticker.objects.order_by("symbol"):
+        last = (
+            SecondSnapshot.objects.filter(ticker=ticker)
+            .order_by("-timestamp")
+            .values_list("timestamp", flat=True)
+            .first()
         )
-        .order_by("completed_at", "candle_number")
-        .values_list(
-            "completed_at",
-            "open",
-            "high",
-            "low",
-            "close",
-            "total_volume",
-            "candle_number",
-            "tick_count",
-            "eligible_count",
-            "duration_seconds",
-            "first_tick_time",
-            "last_tick_time",
-        )[:limit]
-    )
-    data = [
-        {
-            "timestamp": _iso(done),
-            "open": _num(o),
-            "high": _num(h),
-            "low": _num(lo),
-            "close": _num(c),
-            "volume": _num(v),
-            "candle_number": number,
-            "tick_count": count,
-            "eligible_count": eligible,
-            "duration_seconds": _num(duration),
-            "first_tick_time": _iso(first),
-            "last_tick_time": _iso(last),
-        }
-        for done, o, h, lo, c, v, number, count, eligible, duration, first, last in rows
-    ]
-    return _respond(ticker, start, end, limit, capped, "100t", data)
-
-
-@require_GET
-def minute_candles(request) -> JsonResponse:
-    """1-minute bars (built live from the same trades as the 1-second bars), by
-    the start of their UTC minute; the composite score is the one at the close."""
-    query = _query(request)
-    if isinstance(query, JsonResponse):
-        return query
-    ticker, start, end, limit, capped = query
-    rows = (
-        MinuteSnapshot.objects.filter(
-            ticker=ticker, timestamp__gte=start, timestamp__lt=end
+        out.append(
+            {
+                "symbol": ticker.symbol,
+                "company_name": ticker.company_name,
+                "exchange": ticker.exchange,
+                "last_second_bar": _iso(last),
+            }
         )
-        .order_by("timestamp")
-        .values_list(
-            "timestamp",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "tick_count",
-            "eligible_count",
-            "vwap",
-            "composite_score",
-        )[:limit]
-    )
-    data = [
-        {
-            "timestamp": _iso(ts),
-            "open": _num(o),
-            "high": _num(h),
-            "low": _num(lo),
-            "close": _num(c),
-            "volume": _num(v),
-            "tick_count": n,
-            "eligible_count": eligible,
-            "vwap": _num(vwap),
-            "composite_score": comp,
-        }
-        for ts, o, h, lo, c, v, n, eligible, vwap, comp in rows
-    ]
-    return _respond(ticker, start, end, limit, capped, "1m", data)
+    return JsonResponse({"symbols": out, "count": len(out)})
 
 
-_QUOTE_PRICES = (
-    "bid", "ask", "bid_size", "ask_size", "best_bid", "worst_bid", "best_ask",
-    "worst_ask", "mid_open", "mid_high", "mid_low", "mid_close", "spread_mean",
-)  # fmt: skip
-_QUOTE_COUNTS = ("quote_count", "crossed_count", "locked_count", "zero_size_count")
-
-
-@require_GET
-def quote_candles(request) -> JsonResponse:
-    """1-second quote bars (--feed us-quote or forex): the quote at the second's
-    close, the best and worst of the second, mid-price OHLC, the mean quoted
-    spread and counts; prices are null when every quote was crossed."""
-    query = _query(request)
-    if isinstance(query, JsonResponse):
-        return query
-    ticker, start, end, limit, capped = query
-    rows = (
-        QuoteSnapshot.objects.filter(
-            ticker=ticker, timestamp__gte=start, timestamp__lt=end
-        )
-        .order_by("timestamp")
-        .values_list("timestamp", *_QUOTE_PRICES, *_QUOTE_COUNTS)[:limit]
-    )
-    data = []
-    for ts, *values in rows:
-        item = {"timestamp": _iso(ts)}
-        item.update(zip(_QUOTE_PRICES, map(_num, values), strict=False))
-        item.update(zip(_QUOTE_COUNTS, values[len(_QUOTE_PRICES) :], strict=True))
-        bid, ask = values[0], values[1]  # exact, for the difference
-        item["spread_close"] = None if bid is None else _num(ask - bid)
-        # The chart draws the mid-price as candles.
-        item.update(
-            open=item["mid_open"],
-            high=item["mid_high"],
-            low=item["mid_low"],
-            close=item["mid_close"],
-        )
-        data.append(item)
-    return _respond(ticker, start, end, limit, capped, "1s-quote", data)
-
-
-@require_GET
-def realtime_sentiment(request) -> JsonResponse:
-    query = _query(request)
-    if isinstance(query, JsonResponse):
-        return query
-    ticker, start, end, limit, capped = query
-    rows = _seconds(
-        ticker,
-        start,
-        end,
-        limit,
-        "timestamp",
-        "ohlc_1sec_close",
-        "composite_score",
-        "news_score_cached",
-        "technical_score_cached",
-        "flow_score_cached",
-    )
-    data = [
-        {
-            "timestamp": _iso(ts),
-            "close": _num(close),
-            "composite_score": comp,
-            "news_component": news,
-            "technical_component": tech,
-            "flow_component": flow,
-        }
-        for ts, close, comp, news, tech, flow in rows
-    ]
-    return _respond(ticker, start, end, limit, capped, "1s", data)
-
-
-@require_GET
+@require_safe
 def health(request) -> JsonResponse:
     """Last stored 1-second bar per symbol and its age: a collector heartbeat."""
     now = timezone.now()

@@ -109,6 +109,7 @@ def test_it_returns_second_candles_in_the_documented_shape(client, qld):
         "max_limit": 50_000,
         "limit_capped": False,
         "truncated": False,
+        "next": None,
     }
 
 
