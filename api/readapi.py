@@ -359,20 +359,20 @@ def parse(series: Series, params) -> Query:
     if unknown:
         allowed = ", ".join(sorted(COMMON | series.extra_params))
         raise BadRequest(f"unknown parameter {unknown[0]!r} (allowed: {allowed})")
-    last = positive("last", params["last"]) if params.get("last") else None
-    if last is not None and (params.get("limit") or params.get("cursor")):
+    last = positive("last", params["last"]) if "last" in params else None
+    if last is not None and ("limit" in params or "cursor" in params):
         raise BadRequest("last= cannot be combined with limit= or cursor=")
     start, end = window(params, last is not None)
     fmt = choice(params, "format", ("json", "csv"))
     if fmt == "csv" and end - start > CSV_MAX_WINDOW:
         raise BadRequest("format=csv reads at most 31 days at once")
     limit, capped = DEFAULT_LIMIT, False
-    if params.get("limit"):
+    if "limit" in params:
         asked = positive("limit", params["limit"])
         limit, capped = min(asked, MAX_LIMIT), asked > MAX_LIMIT
     if last is not None:
         limit, capped = min(last, MAX_LIMIT), last > MAX_LIMIT
-    cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
+    cursor = decode_cursor(params["cursor"]) if "cursor" in params else None
     return Query(
         series=series,
         symbol=symbol(params),

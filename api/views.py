@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from api import readapi, resample
+from api import openapi, readapi, resample
 from api.models import SecondSnapshot, Ticker
 from api.readapi import MAX_LIMIT, BadRequest, Query, Series  # noqa: F401
 
@@ -226,6 +226,18 @@ minute_candles = series_view(readapi.SERIES["minute"])
 tick_candles = series_view(readapi.SERIES["tick"])
 quote_candles = series_view(readapi.SERIES["quote"])
 realtime_sentiment = series_view(readapi.SERIES["sentiment"])
+
+
+@require_safe
+def api_schema(request) -> JsonResponse:
+    """The OpenAPI 3.1 schema of the read API (generated: api/openapi.py)."""
+    return JsonResponse(openapi.schema(), json_dumps_params={"indent": 1})
+
+
+@require_safe
+def api_docs(request) -> HttpResponse:
+    """Interactive docs (Swagger UI, vendored) for the schema."""
+    return render(request, "api/docs.html")
 
 
 @require_safe

@@ -2,6 +2,7 @@
 when present; real environment variables win over it)."""
 
 import secrets
+import warnings
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -120,10 +121,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# Under gunicorn the app serves its own static files (admin, chart) with
-# whitenoise: hashed, compressed copies made by `collectstatic`, which must have
-# run (the image does it and sets this). From a checkout, runserver serves them.
+# The app serves its own static files (admin, chart, API docs) with whitenoise,
+# in every mode: with DJANGO_SERVE_STATIC the hashed, compressed copies made by
+# `collectstatic` (which must have run: the image does it and sets this);
+# otherwise straight from the apps' static folders, so `runserver` with DEBUG off
+# (or gunicorn from a checkout) shows a styled admin and a working chart.
 DJANGO_SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", False)
+WHITENOISE_USE_FINDERS = not DJANGO_SERVE_STATIC
+WHITENOISE_AUTOREFRESH = DEBUG
+# Without collectstatic there is no STATIC_ROOT yet, and whitenoise says so on
+# every start: expected here, the finders serve the files.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -132,8 +140,7 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-if DJANGO_SERVE_STATIC:
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 # EODHD: the key travels in the WebSocket URL's query string, so it is never logged.
 EODHD_API_KEY = env_str("EODHD_API_KEY")

@@ -162,3 +162,22 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
         finally:
             browser.close()
     assert (ARTIFACTS / "chart.png").stat().st_size > 10_000
+
+
+def test_static_files_are_served_with_debug_off(client, settings):
+    # What runserver or gunicorn from a checkout answer without collectstatic:
+    # the chart's script, the admin's styles, the API docs' bundle.
+    assert settings.DEBUG is False
+    for path in (
+        "/static/api/chart.js",
+        "/static/admin/css/base.css",
+        "/static/api/vendor/swagger-ui/swagger-ui-bundle.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        body = (
+            b"".join(response.streaming_content)
+            if response.streaming
+            else (response.content)
+        )
+        assert len(body) > 100, path

@@ -135,7 +135,7 @@
     if (!symbol) { statusEl.textContent = "No symbols yet: start the collector."; return; }
     if (!win.start || !win.end) { statusEl.textContent = "Pick a start and an end."; return; }
     const base = { tick: "/api/tick-candles/", quote: "/api/quote-candles/" }[kind] || "/api/second-candles/";
-    const params = new URLSearchParams({ symbol, start_time: win.start.toISOString(), end_time: win.end.toISOString(), limit: "5000" });
+    const params = new URLSearchParams({ symbol, start_time: win.start.toISOString(), end_time: win.end.toISOString(), last: "5000" });
     try {
       const response = await fetch(base + "?" + params, { headers: { Accept: "application/json" } });
       const body = await response.json();
@@ -145,7 +145,7 @@
       draw(rows, kind);
       const meta = body.metadata;
       statusEl.textContent = `${body.ticker}: ${meta.count} bars, ${meta.start_time} → ${meta.end_time}` +
-        (meta.truncated ? " (first " + meta.limit + " shown)" : "") +
+        (meta.truncated ? " (newest " + meta.limit + " shown)" : "") +
         (win.live && document.getElementById("live").checked ? " · live" : "");
     } catch (err) {
       statusEl.textContent = "Could not load data: " + err;
