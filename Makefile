@@ -25,7 +25,15 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 migrate: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 
+DEMO_PORT ?= 8000
+# The collector on the simulated feed and the web side beside it: the chart is
+# open without a login (CHART_PUBLIC) and the URL is printed. Ctrl-C stops both.
 demo: migrate
+	@key=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(40))"); \
+	DJANGO_SECRET_KEY=$$key CHART_PUBLIC=true $(BIN)/python manage.py runserver \
+		127.0.0.1:$(DEMO_PORT) --noreload >demo-web.log 2>&1 & web=$$!; \
+	trap 'kill $$web 2>/dev/null' EXIT INT TERM; \
+	echo "📈 live chart: http://127.0.0.1:$(DEMO_PORT)/chart/?symbol=AAPL  (API docs: http://127.0.0.1:$(DEMO_PORT)/api/docs/; web log: demo-web.log)"; \
 	$(BIN)/python manage.py run_websocket_collector_v2 --demo --symbols AAPL,MSFT,TSLA
 
 run: migrate

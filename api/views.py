@@ -11,6 +11,7 @@ import hashlib
 import io
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db.models import Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -293,8 +294,14 @@ CHART_RANGES = [
 ]
 
 
-@staff_member_required
 def chart(request) -> HttpResponse:
+    """Staff only, unless the operator opened it (CHART_PUBLIC)."""
+    if not settings.CHART_PUBLIC:
+        return staff_member_required(_chart)(request)
+    return _chart(request)
+
+
+def _chart(request) -> HttpResponse:
     """Candles, volume and sentiment for one symbol; refreshes itself while live."""
     tickers = list(Ticker.objects.order_by("symbol").values_list("symbol", flat=True))
     symbol = request.GET.get("symbol", "").upper()

@@ -181,3 +181,11 @@ def test_static_files_are_served_with_debug_off(client, settings):
             else (response.content)
         )
         assert len(body) > 100, path
+
+
+def test_the_operator_may_open_the_chart_to_everyone(client, db, settings):
+    seed("QLD", 3)
+    settings.CHART_PUBLIC = True
+    page = client.get("/chart/", {"symbol": "QLD"})
+    assert page.status_code == 200
+    assert b"api/chart.js" in page.content
