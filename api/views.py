@@ -311,7 +311,7 @@ def _chart(request) -> HttpResponse:
     if range_ not in dict(CHART_RANGES):
         range_ = "15m"
     kind = request.GET.get("kind", "second")
-    if kind not in ("second", "tick", "quote"):
+    if kind not in ("second", "second-1m", "second-5m", "tick", "quote"):
         kind = "second"
     context = {
         "tickers": tickers,

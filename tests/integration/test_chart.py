@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -61,6 +62,20 @@ def seed(symbol: str, count: int, unpriced_every: int = 0) -> Ticker:
         price = close
     SecondSnapshot.objects.bulk_create(rows)
     return ticker
+
+
+def add_bar(symbol: str, at) -> None:
+    SecondSnapshot.objects.create(
+        ticker=Ticker.objects.get(symbol=symbol),
+        timestamp=at,
+        ohlc_1sec_open=Decimal("100"),
+        ohlc_1sec_high=Decimal("101"),
+        ohlc_1sec_low=Decimal("99"),
+        ohlc_1sec_close=Decimal("100.5"),
+        ohlc_1sec_volume=Decimal(300),
+        ohlc_1sec_tick_count=4,
+        ohlc_1sec_eligible_count=4,
+    )
 
 
 def seed_quotes(symbol: str, count: int) -> None:
@@ -136,28 +151,43 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{live_server.url}/chart/?symbol=QLD&range=15m")
-            page.wait_for_selector("#candles g.candle", state="attached")
-            # A bar without prices has its volume and no candle; one without an
-            # open and close has a wick and no body.
-            assert page.locator("#candles g.candle").count() == 108
-            assert page.locator("#candles g.candle rect").count() == 108 - 8
-            assert page.locator("#volumes rect").count() == 120
-            assert page.locator("#sentiment").count() == 1
+            page.wait_for_function(
+                "window.chartState && window.chartState.volumes === 120"
+            )
+            state = page.evaluate("window.chartState")
+            # A bar without prices (12) or without an open and close (8) keeps
+            # its volume and is a gap in the candles: nothing is drawn that the
+            # prints did not set.
+            assert (state["candles"], state["volumes"]) == (100, 120)
+            assert state["sentiment"] == 115  # unknown scores are gaps, not zeros
             assert "QLD: 120 bars" in page.inner_text("#status")
+            assert page.locator("#chart canvas").count() >= 2  # the panes
             page.screenshot(path=str(ARTIFACTS / "chart.png"))
 
-            page.select_option("#symbol", "AAPL")
+            # Live: a bar stored now reaches the open page by itself.
+            newest = timezone.now().replace(microsecond=0)
+            # (The ORM from another thread: Playwright's loop runs in this one.)
+            writer = threading.Thread(target=add_bar, args=("QLD", newest))
+            writer.start()
+            writer.join()
             page.wait_for_function(
-                "document.querySelectorAll('#candles g.candle').length === 10"
+                f"window.chartState.last === {int(newest.timestamp())}", timeout=15_000
             )
+            assert page.evaluate("window.chartState.volumes") == 121
+
+            page.select_option("#symbol", "AAPL")
+            page.wait_for_function("window.chartState.volumes === 10")
+
+            # 1-minute bars resampled by the API from the 1-second bars.
+            page.goto(f"{live_server.url}/chart/?symbol=QLD&kind=second-1m&range=15m")
+            page.wait_for_function("window.chartState.updates >= 1")
+            minutes = page.evaluate("window.chartState.volumes")
+            assert 2 <= minutes <= 4
 
             # Quote bars: the mid-price as candles, the quote count beneath.
             page.goto(f"{live_server.url}/chart/?symbol=EURUSD&kind=quote&range=15m")
-            page.wait_for_function(
-                "document.querySelectorAll('#candles g.candle').length === 27"
-            )
-            assert page.locator("#volumes rect").count() == 30
-            assert "1-second quotes" in page.text_content("svg")
+            page.wait_for_function("window.chartState.volumes === 30")
+            assert page.evaluate("window.chartState.candles") == 27
             assert errors == []
         finally:
             browser.close()
