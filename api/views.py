@@ -9,6 +9,7 @@ unknown symbol a 404. Windows are half-open, [start_time, end_time).
 import csv
 import hashlib
 import io
+import queue
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from api import openapi, readapi, resample
+from api import stream as push
 from api.models import SecondSnapshot, Ticker
 from api.readapi import MAX_LIMIT, BadRequest, Query, Series  # noqa: F401
 
@@ -227,6 +229,68 @@ minute_candles = series_view(readapi.SERIES["minute"])
 tick_candles = series_view(readapi.SERIES["tick"])
 quote_candles = series_view(readapi.SERIES["quote"])
 realtime_sentiment = series_view(readapi.SERIES["sentiment"])
+
+
+@require_safe
+def stream(request) -> HttpResponse:
+    """Server-Sent Events: new and revised bars of the chosen symbols
+    (`symbols=AAPL,MSFT`, `kinds=second,minute,quote`; default second), from
+    what the collector commits (api/stream.py). Resumes after `Last-Event-ID`."""
+    allowed = {"symbols", "kinds", "last_event_id"}
+    unknown = sorted(set(request.GET) - allowed)
+    if unknown:
+        return _error(400, "bad_request", f"unknown parameter {unknown[0]!r}")
+    try:
+        wanted = {
+            readapi.symbol({"symbol": part})
+            for part in request.GET.get("symbols", "").split(",")
+            if part.strip()
+        }
+    except BadRequest as exc:
+        return _error(400, "bad_request", str(exc))
+    if not wanted:
+        return _error(400, "bad_request", "symbols is required (e.g. symbols=AAPL)")
+    kinds = {k.strip() for k in request.GET.get("kinds", "second").split(",")}
+    if not kinds or not kinds <= set(push.KINDS):
+        return _error(
+            400, "bad_request", f"kinds must be among {', '.join(push.KINDS)}"
+        )
+    last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
+    if last_id is not None and not last_id.isdigit():
+        return _error(400, "bad_request", "Last-Event-ID is not one this API gave")
+    hub = push.hub()
+    sub = hub.subscribe(wanted, kinds)
+    if sub is None:
+        response = _error(503, "busy", "too many open streams; retry later")
+        response["Retry-After"] = "10"
+        return response
+
+    def events():
+        # Ids never go back on one stream (what Last-Event-ID resumes from):
+        # the live feed may repeat what the backlog just sent.
+        newest = int(last_id) if last_id else 0
+        try:
+            yield "retry: 2000\n\n"
+            if last_id:
+                for text in hub.backlog(sub, int(last_id)):
+                    newest = max(newest, push.event_id(text))
+                    yield text
+            while not sub.closed:
+                try:
+                    text = sub.events.get(timeout=push.HEARTBEAT)
+                except queue.Empty:
+                    yield ": keepalive\n\n"
+                    continue
+                if push.event_id(text) >= newest:
+                    newest = push.event_id(text)
+                    yield text
+        finally:
+            hub.unsubscribe(sub)
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events on at once
+    return response
 
 
 @require_safe

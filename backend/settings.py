@@ -170,6 +170,8 @@ COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
 COLLECTOR_METRICS_HOST = env_str("COLLECTOR_METRICS_HOST", "127.0.0.1")
 # The chart page without a staff login (make demo sets it; off by default).
 CHART_PUBLIC = env_bool("CHART_PUBLIC", False)
+# Pushed updates (/api/stream/): open streams per web process, at most.
+SSE_MAX_CLIENTS = env_int("SSE_MAX_CLIENTS", 200, 1)
 # cleanup_old_data's retention per model (its options override these).
 RETENTION_TICKS = env_str("RETENTION_TICKS", "1h")
 RETENTION_SECOND_BARS = env_str("RETENTION_SECOND_BARS", "7d")

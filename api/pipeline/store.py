@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import Max
 
 from api.models import Ticker
@@ -69,6 +69,9 @@ def _limits(model) -> dict[str, tuple[int, int]]:
     }
 
 
+NOTIFY_CHANNEL = "collector_bars"  # api.stream listens on it
+
+
 class Store(RowContext):
     """Writes on the calling thread's connection (the database lane's, live).
 
@@ -107,6 +110,11 @@ class Store(RowContext):
                         out.rejected.append(Rejected(kind, item, str(exc)))
                 self._upsert(kind, pairs, out)
                 out.written[kind.name] += len(items) - (len(out.rejected) - rejected)
+            if connection.vendor == "postgresql" and any(out.written.values()):
+                # Committed (autocommit): wake the web side's pushed updates
+                # (api/stream.py), wherever it runs.
+                with connection.cursor() as cursor:
+                    cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         finally:
             self._nulled = None
         return out
