@@ -30,6 +30,9 @@ _TYPES = {
 }
 
 
+_ONE = "\\s*[A-Za-z0-9][A-Za-z0-9.\\-_:/^=]{0,31}\\s*"
+
+
 def _param(name: str, schema: dict, description: str) -> dict:
     return {
         "name": name,
@@ -46,9 +49,13 @@ COMMON_PARAMETERS = [
         {
             "type": "string",
             "default": "QLD",
-            "pattern": "^[A-Za-z0-9][A-Za-z0-9.\\-_:/^=]{0,31}$",
+            "pattern": f"^{_ONE}(,{_ONE}){{0,{readapi.MAX_SYMBOLS - 1}}}$",
         },
-        "The symbol (case-insensitive).",
+        f"The symbol (case-insensitive), or up to {readapi.MAX_SYMBOLS} "
+        "comma-separated: the response then has `tickers` instead of `ticker`, "
+        "every item names its `symbol`, items are ordered by time then symbol, "
+        "limit and cursor page the merged list and last=N is the newest N of each "
+        "symbol (CSV: a leading symbol column).",
     ),
     _param("start_time", {"type": "string"}, "Window start, inclusive. " + _TIME_TEXT),
     _param("end_time", {"type": "string"}, "Window end, exclusive. " + _TIME_TEXT),
@@ -112,7 +119,10 @@ def _item(fields) -> dict:
     return {
         "type": "object",
         "required": [f.key for f in fields],
-        "properties": {f.key: _TYPES[f.kind] for f in fields},
+        "properties": {
+            "symbol": {"type": "string", "description": "with several symbols"},
+            **{f.key: _TYPES[f.kind] for f in fields},
+        },
     }
 
 
@@ -135,9 +145,13 @@ def _operation(series: readapi.Series) -> dict:
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "required": ["ticker", "data", "metadata"],
+                                "required": ["data", "metadata"],
                                 "properties": {
                                     "ticker": {"type": "string"},
+                                    "tickers": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
                                     "data": {"type": "array", "items": items},
                                     "metadata": METADATA,
                                 },

@@ -3,7 +3,10 @@
 Every bar endpoint is a `Series` (model, time column, the fields of an item) read
 through one view (`api.views.series_view`) with the same parameters:
 
-- `symbol` (default QLD); `start_time` / `end_time`: ISO 8601 (UTC when no offset)
+- `symbol` (default QLD), or several comma-separated (`symbol=AAPL,MSFT`, at
+  most 50): every item then names its `symbol`, items are ordered by time then
+  symbol, `limit` and cursors page the merged list and `last=N` is the newest
+  N of each symbol; `start_time` / `end_time`: ISO 8601 (UTC when no offset)
   or epoch seconds or milliseconds (a number from 10^11 is milliseconds); the
   window is half-open, [start, end); no bounds: the last hour; one bound: the
   hour after or before it. Times outside 1970-2099 are a 400.
@@ -37,6 +40,7 @@ LAST_LOOKBACK = timedelta(days=7)
 CSV_MAX_WINDOW = timedelta(days=31)
 DEFAULT_LIMIT = 10_000
 MAX_LIMIT = 50_000
+MAX_SYMBOLS = 50
 EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST = datetime(2099, 12, 31, tzinfo=UTC)
 COMMON = frozenset(
@@ -291,12 +295,20 @@ def positive(name: str, raw: str) -> int:
     return value
 
 
-def symbol(params) -> str:
+def symbols(params) -> tuple[str, ...]:
+    """One symbol or several, comma-separated: upper-cased, in the order given,
+    each once."""
     raw = params.get("symbol", "QLD")
-    text = raw.strip().upper()
-    if not _SYMBOL.fullmatch(text):
-        raise BadRequest(f"symbol={raw[:40]!r} is not a symbol")
-    return text
+    out: list[str] = []
+    for part in raw.split(","):
+        text = part.strip().upper()
+        if not _SYMBOL.fullmatch(text):
+            raise BadRequest(f"symbol={part[:40]!r} is not a symbol")
+        if text not in out:
+            out.append(text)
+    if len(out) > MAX_SYMBOLS:
+        raise BadRequest(f"at most {MAX_SYMBOLS} symbols per request")
+    return tuple(out)
 
 
 def zone(params) -> ZoneInfo | None:
@@ -317,21 +329,35 @@ def choice(params, name: str, options: tuple[str, ...]) -> str:
 
 
 # Cursors: opaque to clients, plain inside: the last item's time (microseconds
-# since the epoch) and, where times may repeat, its tiebreak key.
+# since the epoch), its tiebreak key where times may repeat and, when several
+# symbols are read, its ticker's id.
 
 
-def encode_cursor(at: datetime, tiebreak: int | None) -> str:
-    micros = round(at.timestamp() * 1_000_000)
-    text = f"{micros}" if tiebreak is None else f"{micros}:{tiebreak}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class Cursor:
+    at: datetime
+    tiebreak: int | None = None
+    ticker: int | None = None
 
 
-def decode_cursor(raw: str) -> tuple[datetime, int | None]:
+def encode_cursor(cursor: Cursor) -> str:
+    micros = round(cursor.at.timestamp() * 1_000_000)
+    parts = [str(micros)]
+    if cursor.tiebreak is not None or cursor.ticker is not None:
+        parts.append("" if cursor.tiebreak is None else str(cursor.tiebreak))
+    if cursor.ticker is not None:
+        parts.append(str(cursor.ticker))
+    return base64.urlsafe_b64encode(":".join(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> Cursor:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        micros, _, tie = text.partition(":")
+        micros, tie, ticker, *rest = (text.split(":") + ["", ""])[:4]
+        if rest and rest[0]:
+            raise ValueError(text)
         at = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
-        return at, int(tie) if tie else None
+        return Cursor(at, int(tie) if tie else None, int(ticker) if ticker else None)
     except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError, OSError):
         raise BadRequest("cursor is not one this API gave") from None
 
@@ -339,18 +365,27 @@ def decode_cursor(raw: str) -> tuple[datetime, int | None]:
 @dataclass
 class Query:
     series: Series
-    symbol: str
+    symbols: tuple[str, ...]
     start: datetime
     end: datetime
     limit: int
     capped: bool
     last: int | None
-    cursor: tuple[datetime, int | None] | None
+    cursor: Cursor | None
     csv: bool
     zone: ZoneInfo | None
     strings: bool
     interval: int = 1
     extras: dict = field(default_factory=dict)
+
+    @property
+    def symbol(self) -> str:
+        return self.symbols[0]
+
+    @property
+    def multi(self) -> bool:
+        """Several symbols: items name their symbol, ordered by time then symbol."""
+        return len(self.symbols) > 1
 
 
 def parse(series: Series, params) -> Query:
@@ -374,7 +409,7 @@ def parse(series: Series, params) -> Query:
     cursor = decode_cursor(params["cursor"]) if "cursor" in params else None
     return Query(
         series=series,
-        symbol=symbol(params),
+        symbols=symbols(params),
         start=start,
         end=end,
         limit=limit,

@@ -71,7 +71,7 @@ def _rows(series_name: str, since: datetime, symbols=None):
     if symbols is not None:
         rows = rows.filter(ticker__symbol__in=symbols)
     q = readapi.Query(
-        series=series, symbol="", start=since, end=since, limit=0, capped=False,
+        series=series, symbols=(), start=since, end=since, limit=0, capped=False,
         last=None, cursor=None, csv=False, zone=None, strings=False,
     )  # fmt: skip
     out = []

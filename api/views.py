@@ -53,52 +53,94 @@ def series_view(series: Series):
                     )
         except BadRequest as exc:
             return _error(400, "bad_request", str(exc))
-        ticker = Ticker.objects.filter(symbol=q.symbol).first()
-        if ticker is None:
-            return _error(404, "not_found", f"unknown symbol {q.symbol!r}")
+        found = {t.symbol: t for t in Ticker.objects.filter(symbol__in=q.symbols)}
+        missing = [name for name in q.symbols if name not in found]
+        if missing:
+            return _error(404, "not_found", f"unknown symbol {', '.join(missing)!r}")
+        tickers = [found[name] for name in q.symbols]
         if q.interval > 1:
-            return _resampled(request, q, ticker)
+            return _resampled(request, q, tickers)
         if q.csv:
-            return _csv(q, ticker)
-        rows, more = _page(q, ticker)
-        data = [readapi.item(series, row, q) for row in rows]
+            return _csv(q, tickers)
+        rows, more = _page(q, tickers)
+        names = {t.pk: t.symbol for t in tickers}
+        data = [_item(q, row, names) for row in rows]
         following = None
         if more and q.last is None:
-            tie = rows[-1][1] if series.tiebreak else None
-            following = _next(request, readapi.encode_cursor(rows[-1][0], tie))
-        return _respond(request, q, ticker, data, more, following)
+            following = _next(request, readapi.encode_cursor(_cursor_of(q, rows[-1])))
+        return _respond(request, q, tickers, data, more, following)
 
     view.__doc__ = series.doc
     return view
 
 
-def _window_of(q: Query, ticker) -> object:
+# Rows are the series' columns and, when several symbols are read, the ticker id
+# last: ordered by time, ticker id, then the series' tiebreak.
+
+
+def _order(q: Query) -> list[str]:
+    s = q.series
+    return [s.time, *(["ticker_id"] if q.multi else []), *filter(None, [s.tiebreak])]
+
+
+def _columns(q: Query) -> list[str]:
+    return q.series.columns + (["ticker_id"] if q.multi else [])
+
+
+def _item(q: Query, row: tuple, names: dict) -> dict:
+    if not q.multi:
+        return readapi.item(q.series, row, q)
+    return {"symbol": names[row[-1]], **readapi.item(q.series, row[:-1], q)}
+
+
+def _cursor_of(q: Query, row: tuple) -> readapi.Cursor:
+    tie = row[1] if q.series.tiebreak else None
+    return readapi.Cursor(row[0], tie, row[-1] if q.multi else None)
+
+
+def _after(keys: list[tuple[str, object]]) -> Q:
+    """Rows after a key in lexicographic order of `keys` (column, value)."""
+    keys = [(column, value) for column, value in keys if value is not None]
+    clause = Q(pk__in=[])
+    for i, (column, value) in enumerate(keys):
+        equal = {c: v for c, v in keys[:i]}
+        clause |= Q(**equal, **{f"{column}__gt": value})
+    return clause
+
+
+def _window_of(q: Query, tickers) -> object:
     s = q.series
     rows = s.model.objects.filter(
-        ticker=ticker, **{f"{s.time}__gte": q.start, f"{s.time}__lt": q.end}
+        ticker__in=tickers, **{f"{s.time}__gte": q.start, f"{s.time}__lt": q.end}
     )
     if q.cursor is not None:
-        at, tie = q.cursor
-        if s.tiebreak and tie is not None:
-            rows = rows.filter(
-                Q(**{f"{s.time}__gt": at}) | Q(**{s.time: at, f"{s.tiebreak}__gt": tie})
-            )
-        else:
-            rows = rows.filter(**{f"{s.time}__gt": at})
+        c = q.cursor
+        keys = [(s.time, c.at)]
+        if q.multi:
+            keys.append(("ticker_id", c.ticker))
+        if s.tiebreak:
+            keys.append((s.tiebreak, c.tiebreak))
+        rows = rows.filter(_after(keys))
     return rows
 
 
-def _page(q: Query, ticker) -> tuple[list, bool]:
+def _page(q: Query, tickers) -> tuple[list, bool]:
     """At most `limit` rows in time order, and whether more follow (or, with
-    last=N, precede)."""
-    s = q.series
-    order = [s.time] + ([s.tiebreak] if s.tiebreak else [])
-    rows = _window_of(q, ticker)
+    last=N, precede: the newest N of each symbol)."""
+    order, columns = _order(q), _columns(q)
     if q.last is not None:
-        newest = rows.order_by(*(f"-{o}" for o in order)).values_list(*s.columns)
-        got = list(newest[: q.limit + 1])
-        return got[: q.limit][::-1], len(got) > q.limit
-    got = list(rows.order_by(*order).values_list(*s.columns)[: q.limit + 1])
+        got, more = [], False
+        for ticker in tickers:
+            rows = _window_of(q, [ticker]).order_by(*(f"-{o}" for o in order))
+            newest = list(rows.values_list(*columns)[: q.limit + 1])
+            more = more or len(newest) > q.limit
+            got.extend(newest[: q.limit])
+        width = len(q.series.columns)
+        got.sort(key=lambda row: (row[0], row[-1] if q.multi else 0, row[1:width]))
+        return got, more
+    got = list(
+        _window_of(q, tickers).order_by(*order).values_list(*columns)[: q.limit + 1]
+    )
     return got[: q.limit], len(got) > q.limit
 
 
@@ -108,7 +150,7 @@ def _next(request, cursor: str) -> str:
     return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
 
 
-def _respond(request, q: Query, ticker, data, more, following, **extra):
+def _respond(request, q: Query, tickers, data, more, following, **extra):
     metadata = {
         "count": len(data),
         "start_time": _iso(q.start),
@@ -122,9 +164,11 @@ def _respond(request, q: Query, ticker, data, more, following, **extra):
         "next": following,
         **extra,
     }
-    response = JsonResponse(
-        {"ticker": ticker.symbol, "data": data, "metadata": metadata}
-    )
+    if q.multi:
+        body = {"tickers": [t.symbol for t in tickers], "data": data}
+    else:
+        body = {"ticker": tickers[0].symbol, "data": data}
+    response = JsonResponse({**body, "metadata": metadata})
     if q.end <= timezone.now() - SETTLED_AFTER and q.last is None:
         # A settled window: cacheable, and revalidated by its ETag.
         etag = '"' + hashlib.sha256(response.content).hexdigest()[:32] + '"'
@@ -140,87 +184,103 @@ def _respond(request, q: Query, ticker, data, more, following, **extra):
     return response
 
 
-def _csv(q: Query, ticker) -> StreamingHttpResponse:
+def _csv_writer():
+    buffer = io.StringIO()
+    return buffer, csv.writer(buffer, lineterminator="\n")
+
+
+def _csv_response(chunks, q: Query, tickers) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
+    stamp = q.start.strftime("%Y%m%dT%H%M%SZ")
+    name = "-".join(t.symbol for t in tickers[:3]) + (
+        "-etc" if len(tickers) > 3 else ""
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{name}-{q.series.name}-{stamp}.csv"'
+    )
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+def _csv(q: Query, tickers) -> StreamingHttpResponse:
     """Every row of the window (with last=N: those N), exact decimals, streamed
     in chunks: a whole day of 1-second bars without holding it in memory."""
     s = q.series
     q.strings = True
-    order = [s.time] + ([s.tiebreak] if s.tiebreak else [])
+    names = {t.pk: t.symbol for t in tickers}
 
     def lines():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([f.key for f in s.fields])
+        buffer, writer = _csv_writer()
+        writer.writerow((["symbol"] if q.multi else []) + [f.key for f in s.fields])
         if q.last is not None:
-            rows = _page(q, ticker)[0]
+            rows = _page(q, tickers)[0]
         else:
             rows = (
-                _window_of(q, ticker)
-                .order_by(*order)
-                .values_list(*s.columns)
+                _window_of(q, tickers)
+                .order_by(*_order(q))
+                .values_list(*_columns(q))
                 .iterator(chunk_size=5000)
             )
         for n, row in enumerate(rows, start=1):
-            writer.writerow(
-                readapi.csv_value(v) for v in readapi.item(s, row, q).values()
-            )
+            writer.writerow(readapi.csv_value(v) for v in _item(q, row, names).values())
             if n % 1000 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
         yield buffer.getvalue()
 
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    stamp = q.start.strftime("%Y%m%dT%H%M%SZ")
-    response["Content-Disposition"] = (
-        f'attachment; filename="{ticker.symbol}-{s.name}-{stamp}.csv"'
-    )
-    response["Cache-Control"] = "no-cache"
-    return response
+    return _csv_response(lines(), q, tickers)
 
 
-def _resampled(request, q: Query, ticker) -> HttpResponse:
+def _resampled(request, q: Query, tickers) -> HttpResponse:
+    """Each symbol resampled on its own (api/resample.py), merged by bucket time
+    then ticker id; rows carry the ticker id last."""
     step = q.interval
-    start = q.start
-    if q.cursor is not None:
-        start = max(start, q.cursor[0] + timedelta(seconds=step))
-    if start >= q.end:
-        rows, source = [], resample.SECONDS
-    else:
-        wanted = MAX_LIMIT if q.last is not None else q.limit + 1
-        rows, source = resample.resample(ticker, start, q.end, step, wanted)
-    if q.last is not None:
-        more, rows = len(rows) > q.limit, rows[-q.limit :]
-    else:
+    wanted = MAX_LIMIT if q.last is not None else q.limit + 1
+    rows, labels, more = [], set(), False
+    for ticker in tickers:
+        start = q.start
+        if q.cursor is not None:
+            c = q.cursor
+            passed = not q.multi or c.ticker is None or ticker.pk <= c.ticker
+            start = max(start, c.at + timedelta(seconds=step) if passed else c.at)
+        if start >= q.end:
+            continue
+        got, source = resample.resample(ticker, start, q.end, step, wanted)
+        labels.add(source.label)
+        if q.last is not None:
+            more = more or len(got) > q.limit
+            got = got[-q.limit :]
+        rows.extend((*row, ticker.pk) for row in got)
+    rows.sort(key=lambda row: (row[0], row[-1]))
+    if q.last is None:
         more, rows = len(rows) > q.limit, rows[: q.limit]
     if q.csv:
         q.strings = True
+    names = {t.pk: t.symbol for t in tickers}
     fields = readapi.RESAMPLED
-    data = [
-        {
-            f.key: readapi.render_value(f.kind, value, q)
-            for f, value in zip(fields, row, strict=True)
-        }
-        for row in rows
-    ]
+    data = []
+    for row in rows:
+        entry = {"symbol": names[row[-1]]} if q.multi else {}
+        for f, value in zip(fields, row[:-1], strict=True):
+            entry[f.key] = readapi.render_value(f.kind, value, q)
+        data.append(entry)
     if q.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(f.key for f in fields)
+        buffer, writer = _csv_writer()
+        writer.writerow((["symbol"] if q.multi else []) + [f.key for f in fields])
         for entry in data:
             writer.writerow(readapi.csv_value(v) for v in entry.values())
-        response = HttpResponse(
-            buffer.getvalue(), content_type="text/csv; charset=utf-8"
-        )
-        response["Cache-Control"] = "no-cache"
-        return response
+        return _csv_response([buffer.getvalue()], q, tickers)
     following = None
     if more and q.last is None:
-        following = _next(request, readapi.encode_cursor(rows[-1][0], None))
+        last = rows[-1]
+        cursor = readapi.Cursor(last[0], None, last[-1] if q.multi else None)
+        following = _next(request, readapi.encode_cursor(cursor))
     interval = request.GET["interval"].strip()
+    source = "+".join(sorted(labels)) or resample.SECONDS.label
     return _respond(
-        request, q, ticker, data, more, following, timeframe=interval,
-        source=source.label,
+        request, q, tickers, data, more, following, timeframe=interval,
+        source=source,
     )  # fmt: skip
 
 
@@ -240,16 +300,12 @@ def stream(request) -> HttpResponse:
     unknown = sorted(set(request.GET) - allowed)
     if unknown:
         return _error(400, "bad_request", f"unknown parameter {unknown[0]!r}")
+    if not request.GET.get("symbols", "").strip(", "):
+        return _error(400, "bad_request", "symbols is required (e.g. symbols=AAPL)")
     try:
-        wanted = {
-            readapi.symbol({"symbol": part})
-            for part in request.GET.get("symbols", "").split(",")
-            if part.strip()
-        }
+        wanted = set(readapi.symbols({"symbol": request.GET["symbols"]}))
     except BadRequest as exc:
         return _error(400, "bad_request", str(exc))
-    if not wanted:
-        return _error(400, "bad_request", "symbols is required (e.g. symbols=AAPL)")
     kinds = {k.strip() for k in request.GET.get("kinds", "second").split(",")}
     if not kinds or not kinds <= set(push.KINDS):
         return _error(
