@@ -163,13 +163,24 @@ def _operation(series: readapi.Series) -> dict:
                 "304": {"description": "Not modified (If-None-Match, settled window)"},
                 "400": _error_response("A bad parameter"),
                 "404": _error_response("An unknown symbol"),
+                **GUARDED,
             },
+            "security": SECURITY,
         }
     }
 
 
 def _error_response(text: str) -> dict:
     return {"description": text, "content": {"application/json": {"schema": ERROR}}}
+
+
+# Tokens and throttling are the operator's choice (api/access.py): without
+# API_TOKENS no token is needed.
+SECURITY = [{}, {"bearer": []}]
+GUARDED = {
+    "401": _error_response("A token is needed (API_TOKENS is set) and was not given"),
+    "429": _error_response("Over API_THROTTLE; see Retry-After"),
+}
 
 
 def schema() -> dict:
@@ -207,8 +218,10 @@ def schema() -> dict:
                             }
                         }
                     },
-                }
+                },
+                **GUARDED,
             },
+            "security": SECURITY,
         }
     }
     paths["/api/health/"] = {
@@ -246,4 +259,14 @@ def schema() -> dict:
             ),
         },
         "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of API_TOKENS, when the operator set them "
+                    "(api/access.py); throttled per token by API_THROTTLE.",
+                }
+            }
+        },
     }

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from api import openapi, readapi, resample
+from api import access, openapi, readapi, resample
 from api import stream as push
 from api.models import SecondSnapshot, Ticker
 from api.readapi import MAX_LIMIT, BadRequest, Query, Series  # noqa: F401
@@ -443,4 +443,16 @@ def _chart(request) -> HttpResponse:
         "end": request.GET.get("end", ""),
         "live": request.GET.get("live", "1") != "0",
     }
-    return render(request, "api/chart.html", context)
+    response = render(request, "api/chart.html", context)
+    if settings.API_TOKENS and settings.CHART_PUBLIC:
+        # The API needs a token; the public chart's visitor reads it with this
+        # (api/access.py).
+        response.set_cookie(
+            access.CHART_COOKIE,
+            access.chart_cookie(),
+            max_age=access.CHART_COOKIE_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=request.is_secure(),
+        )
+    return response

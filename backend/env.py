@@ -5,6 +5,7 @@ was expected, so a wrong value stops the process at startup with one clear line.
 """
 
 import os
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -140,3 +141,42 @@ def env_database(name: str, default: str, conn_max_age: int) -> dict:
         for key, value in POSTGRES_CLIENT_DEFAULTS.items():
             options.setdefault(key, value)
     return config
+
+
+_PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60}
+_PERIODS |= {"h": 3600, "hour": 3600, "day": 86400, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    period: int  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period}s"
+
+
+def env_rate(name: str) -> Rate | None:
+    """`600/min` -> Rate(600, 60); unset or empty -> None (no throttling)."""
+    raw = os.environ.get(name, "")
+    text = raw.strip().lower()
+    if not text:
+        return None
+    count, _, unit = text.partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or unit.strip() not in _PERIODS:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a rate (e.g. 600/min; units: s, min, hour, day)"
+        )
+    return Rate(int(count), _PERIODS[unit.strip()])
+
+
+def env_tokens(name: str) -> tuple[str, ...]:
+    """Secrets, comma-separated; each long enough not to be guessed."""
+    tokens = tuple(env_list(name))
+    short = [t for t in tokens if len(t) < 16]
+    if short:
+        raise ImproperlyConfigured(
+            f"{name} holds a token of {len(short[0])} characters; use at least 16 "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return tokens

@@ -14,7 +14,9 @@ from backend.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_str,
+    env_tokens,
     env_url,
 )
 
@@ -64,6 +66,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "api.access.ApiAccessMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -170,6 +173,9 @@ COLLECTOR_LOG_FORMAT = env_str("COLLECTOR_LOG_FORMAT", "text").lower()
 COLLECTOR_METRICS_HOST = env_str("COLLECTOR_METRICS_HOST", "127.0.0.1")
 # The chart page without a staff login (make demo sets it; off by default).
 CHART_PUBLIC = env_bool("CHART_PUBLIC", False)
+# Optional bearer tokens and throttling for /api/ (api/access.py); off by default.
+API_TOKENS = env_tokens("API_TOKENS")
+API_THROTTLE = env_rate("API_THROTTLE")
 # Pushed updates (/api/stream/): open streams per web process, at most.
 SSE_MAX_CLIENTS = env_int("SSE_MAX_CLIENTS", 200, 1)
 # cleanup_old_data's retention per model (its options override these).

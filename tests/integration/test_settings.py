@@ -36,6 +36,9 @@ def run_check(**env) -> subprocess.CompletedProcess:
             "some",
             "COLLECTOR_CONDITIONS='some' is not one of eodhd, all",
         ),
+        ("API_THROTTLE", "lots", "API_THROTTLE='lots' is not a rate"),
+        ("API_THROTTLE", "0/min", "API_THROTTLE='0/min' is not a rate"),
+        ("API_TOKENS", "hunter2", "API_TOKENS holds a token of 7 characters"),
     ],
 )
 def test_it_fails_with_one_clear_line_on_a_bad_setting(name, value, expected):
