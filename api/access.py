@@ -100,6 +100,8 @@ class ApiAccessMiddleware:
         path = request.path_info
         if not path.startswith("/api/") or path.startswith(OPEN_PATHS):
             return self.get_response(request)
+        if not settings.API_TOKENS and settings.API_THROTTLE is None:
+            return self.get_response(request)  # the default: open, unlimited
         key = client(request)
         if key is None:
             response = JsonResponse(

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.db import connection
 from django.db.models import Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -343,6 +344,9 @@ def stream(request) -> HttpResponse:
         finally:
             hub.unsubscribe(sub)
 
+    # A stream lasts; the database connection this request may have opened (a
+    # session, a token check) is not held for it.
+    connection.close()
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events on at once

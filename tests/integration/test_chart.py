@@ -11,6 +11,7 @@ import pytest
 
 from django.utils import timezone
 
+from api import stream as push
 from api.models import QuoteSnapshot, SecondSnapshot, Ticker
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -164,7 +165,9 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             assert page.locator("#chart canvas").count() >= 2  # the panes
             page.screenshot(path=str(ARTIFACTS / "chart.png"))
 
-            # Live: a bar stored now reaches the open page by itself.
+            # Live: a bar stored now reaches the open page by itself, pushed
+            # over the event stream (no polling).
+            assert page.evaluate("window.chartState.transport") == "sse"
             newest = timezone.now().replace(microsecond=0)
             # (The ORM from another thread: Playwright's loop runs in this one.)
             writer = threading.Thread(target=add_bar, args=("QLD", newest))
@@ -174,6 +177,7 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
                 f"window.chartState.last === {int(newest.timestamp())}", timeout=15_000
             )
             assert page.evaluate("window.chartState.volumes") == 121
+            assert page.evaluate("window.chartState.events") >= 1
 
             page.select_option("#symbol", "AAPL")
             page.wait_for_function("window.chartState.volumes === 10")
@@ -191,6 +195,9 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             assert errors == []
         finally:
             browser.close()
+            hub = push.hub()
+            for sub in list(hub._subscribers):
+                hub.unsubscribe(sub)
     assert (ARTIFACTS / "chart.png").stat().st_size > 10_000
 
 

@@ -1,8 +1,12 @@
 // The chart page, on TradingView's lightweight-charts (vendored from npm,
 // Apache-2.0): candles on a true time axis with crosshair, zoom and pan; volume
 // (or the quote count) beneath; the composite sentiment in a pane of its own.
-// Data comes from the JSON API; while showing a recent range it asks every 2 s
-// for the last few minutes only (new bars, and bars a late print revised).
+// Data comes from the JSON API. While showing a recent range it follows the
+// pushed updates (/api/stream/, Server-Sent Events): 1-second and quote bars are
+// applied as they arrive (new ones, and ones a late print revised); for resampled
+// and 100-trade bars an arriving bar asks the API for the last few minutes again
+// (at most once a second). Should the stream be refused (503: too many streams)
+// or unavailable, the page falls back to asking every 2 s.
 (function () {
   "use strict";
 
@@ -15,6 +19,9 @@
   const statusEl = document.getElementById("status");
   const form = document.getElementById("controls");
   let timer = null;
+  let events = null; // the EventSource while live
+  let refetch = null; // a pending refetch of the recent window
+  let pending = null; // events that arrived while the window was being read
   let loaded = null; // what the chart shows: {key, bars: Map(time -> item)}
 
   const chart = LWC.createChart(host, {
@@ -35,7 +42,7 @@
   chart.panes()[1].setHeight(120);
 
   // What the page shows, for people (the status line) and for tests.
-  window.chartState = { candles: 0, volumes: 0, sentiment: 0, last: null, updates: 0 };
+  window.chartState = { candles: 0, volumes: 0, sentiment: 0, last: null, updates: 0, transport: null, events: 0 };
 
   function utcInput(value) {
     return value ? new Date(value + "Z") : null; // datetime-local is read as UTC
@@ -51,10 +58,12 @@
   }
 
   function source() {
+    // `pushed`: the stream's kind whose events are this chart's bars as they are.
     const kind = document.getElementById("kind").value;
-    if (kind === "tick") return { url: "/api/tick-candles/", params: {} };
-    if (kind === "quote") return { url: "/api/quote-candles/", params: {} };
-    return { url: "/api/second-candles/", params: { interval: INTERVALS[kind] || "1s" } };
+    if (kind === "tick") return { url: "/api/tick-candles/", params: {}, pushed: null };
+    if (kind === "quote") return { url: "/api/quote-candles/", params: {}, pushed: "quote" };
+    const interval = INTERVALS[kind] || "1s";
+    return { url: "/api/second-candles/", params: { interval }, pushed: interval === "1s" ? "second" : null };
   }
 
   function seconds(iso) {
@@ -102,6 +111,7 @@
     if (!symbol) { statusEl.textContent = "No symbols yet: start the collector."; return; }
     if (!win.start || !win.end) { statusEl.textContent = "Pick a start and an end."; return; }
     const src = source();
+    pending = [];
     try {
       const body = await fetchBars(src, symbol, win.start, win.end, 5000);
       const bars = new Map();
@@ -109,13 +119,30 @@
       loaded = { key: symbol + "|" + kind, bars, quotes: kind === "quote" };
       render(bars, loaded.quotes);
       chart.timeScale().fitContent();
+      const early = pending || [];
+      pending = null;
+      for (const [kind, message] of early) onEvent(kind, message);
       const meta = body.metadata;
       statusEl.textContent = `${body.ticker}: ${meta.count} bars, ${meta.start_time} → ${meta.end_time}` +
         (meta.truncated ? " (newest " + meta.limit + " shown)" : "") +
         (win.live && document.getElementById("live").checked ? " · live" : "");
     } catch (err) {
+      pending = null;
       statusEl.textContent = "Could not load data: " + err.message;
     }
+  }
+
+  function prune() {
+    const horizon = seconds(window_().start.toISOString());
+    for (const time of [...loaded.bars.keys()]) if (time < horizon) loaded.bars.delete(time);
+  }
+
+  let drawing = false;
+  function redraw() {
+    // Many events in one frame draw once.
+    if (drawing) return;
+    drawing = true;
+    requestAnimationFrame(() => { drawing = false; prune(); render(loaded.bars, loaded.quotes); });
   }
 
   async function poll() {
@@ -130,18 +157,55 @@
         const time = seconds(item.timestamp);
         loaded.bars.set(time, { ...item, time });
       }
-      const horizon = seconds(window_().start.toISOString());
-      for (const time of [...loaded.bars.keys()]) if (time < horizon) loaded.bars.delete(time);
+      prune();
       render(loaded.bars, loaded.quotes);
     } catch (err) {
       statusEl.textContent = "Could not refresh: " + err.message;
     }
   }
 
+  function onEvent(kind, message) {
+    if (pending) { pending.push([kind, message]); return; } // applied once loaded
+    window.chartState.events += 1;
+    if (!loaded) return;
+    const src = source();
+    if (src.pushed === kind) {
+      const item = JSON.parse(message.data);
+      const time = seconds(item.timestamp);
+      loaded.bars.set(time, { ...item, time });
+      redraw();
+    } else if (!refetch) {
+      refetch = setTimeout(() => { refetch = null; poll(); }, 1000);
+    }
+  }
+
+  function follow() {
+    // The stream of the shown symbol; the browser resumes it after a drop
+    // (Last-Event-ID). Refused or failing for good: ask every 2 s instead.
+    const symbol = document.getElementById("symbol").value;
+    const kinds = source().pushed === "quote" ? "quote" : "second";
+    events = new EventSource("/api/stream/?" + new URLSearchParams({ symbols: symbol, kinds }));
+    window.chartState.transport = "sse";
+    events.addEventListener("second", (m) => onEvent("second", m));
+    events.addEventListener("quote", (m) => onEvent("quote", m));
+    events.onerror = () => {
+      if (events && events.readyState === EventSource.CLOSED) {
+        events = null;
+        window.chartState.transport = "poll";
+        timer = setInterval(poll, REFRESH_MS);
+      }
+    };
+  }
+
   function schedule() {
     if (timer) clearInterval(timer);
-    timer = null;
-    if (window_().live && document.getElementById("live").checked) timer = setInterval(poll, REFRESH_MS);
+    if (events) events.close();
+    if (refetch) clearTimeout(refetch);
+    timer = events = refetch = null;
+    window.chartState.transport = null;
+    if (!window_().live || !document.getElementById("live").checked || !document.getElementById("symbol").value) return;
+    if (window.EventSource) follow();
+    else { window.chartState.transport = "poll"; timer = setInterval(poll, REFRESH_MS); }
   }
 
   function toggleCustom() {
