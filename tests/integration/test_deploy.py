@@ -259,7 +259,10 @@ def test_it_runs_migrations_first_and_the_app_after_them(rendered):
 def test_it_runs_the_web_service_under_gunicorn_with_its_own_health_check(rendered):
     web = rendered["config"]["services"]["web"]
     assert web["entrypoint"] == ["gunicorn"]
-    assert web["command"][:3] == ["backend.wsgi:application", "--bind", "0.0.0.0:8000"]
+    assert web["command"] == [
+        "-c", "python:backend.gunicorn_conf",
+        "backend.wsgi:application", "--bind", "0.0.0.0:8000",
+    ]  # fmt: skip
     assert web["environment"]["HEALTHCHECK_URL"] == "http://127.0.0.1:8000/api/health/"
     assert [(p["published"], p["target"]) for p in web["ports"]] == [(8000, 8000)]
 
@@ -462,7 +465,8 @@ def test_it_serves_the_web_app_with_gunicorn():
     unit = read_unit("collector-web.service")
     start = one(unit, "Service", "ExecStart")
     assert start.startswith(
-        "/opt/eodhd-collector/.venv/bin/gunicorn backend.wsgi:application "
+        "/opt/eodhd-collector/.venv/bin/gunicorn -c python:backend.gunicorn_conf "
+        "backend.wsgi:application "
     )
     assert one(unit, "Service", "Restart") == "always"
     # Missing settings (exit 2) and a missing DJANGO_SECRET_KEY (gunicorn's 3) are
