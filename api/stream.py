@@ -22,8 +22,9 @@ the connected clients, each with a bounded queue of its own:
   whose queue is full (it stopped reading) is disconnected, never waited for.
 
 A stream holds a server thread for as long as it is open: run the web app under
-a threaded server (gunicorn `--worker-class gthread --threads 64`, or an ASGI
-server) - see README, "Pushed updates".
+a threaded server (backend/gunicorn_conf.py: gthread workers sized for
+SSE_MAX_CLIENTS) - see README, "Pushed updates". Not under ASGI: Django's ASGI
+handler reads a synchronous generator to its end before sending anything.
 """
 
 import json
