@@ -3,6 +3,7 @@ from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
 from api.models import (
+    Coverage,
     MinuteSnapshot,
     OHLCVTick,
     QuoteSnapshot,
@@ -208,6 +209,39 @@ class QuoteSnapshotAdmin(CollectorWrittenAdmin):
         ),
         ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
     ]
+
+
+@admin.register(Coverage)
+class CoverageAdmin(CollectorWrittenAdmin):
+    """When each collector was subscribed and receiving: the time between
+    intervals was not observed (docs/coverage.md)."""
+
+    list_display = [
+        "ticker",
+        "stream",
+        "start",
+        "end_or_open",
+        "duration",
+        "end_reason",
+        "detail",
+        "collector",
+        "source",
+    ]
+    list_filter = ["ticker", "stream", "end_reason", "start", "source"]
+    search_fields = ["ticker__symbol", "collector"]
+    ordering = ["-start"]
+
+    @admin.display(description="end", ordering="end")
+    def end_or_open(self, obj: Coverage) -> str:
+        if obj.end is None:
+            return f"open (stored through {obj.seen_through:%H:%M:%S})"
+        return f"{obj.end:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+
+    @admin.display(description="duration")
+    def duration(self, obj: Coverage) -> str:
+        seconds = (obj.until - obj.start).total_seconds()
+        hours, rest = divmod(int(seconds), 3600)
+        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 @admin.register(OHLCVTick)

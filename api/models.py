@@ -22,6 +22,7 @@ class Source(models.TextChoices):
     EODHD_WS = "eodhd_ws", "EODHD WebSocket"
     REPLAY = "replay", "Replayed journal"
     SIMULATOR = "simulator", "Simulated feed"
+    BACKFILL = "backfill", "EODHD tick history (backfill)"
 
 
 class Ticker(models.Model):
@@ -243,3 +244,77 @@ class OHLCVTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ticker_id} {self.timestamp:%Y-%m-%d %H:%M:%S.%f} {self.price}"
+
+
+class EndReason(models.TextChoices):
+    OPEN = "", "still observing"
+    RECONNECT = "reconnect", "the connection dropped or was refused"
+    STALE = "stale", "no data: reconnected by the health check"
+    MARKET_CLOSE = "market_close", "market closed"
+    SHUTDOWN = "shutdown", "the collector stopped"
+    CRASH = "crash", "the collector died (found at a later start)"
+
+
+class Coverage(models.Model):
+    """An interval during which a collector was subscribed to a symbol's stream
+    and receiving: time outside every interval was not observed (a gap), which a
+    missing 1-second bar alone cannot tell from a quiet second. `start` and `end`
+    are exact instants, so the seconds they fall in are partial (docs/coverage.md).
+    While open, `end` is NULL and `seen_through` says how far the stored bars
+    reach; a collector that died leaves it open, and the next one closes it there
+    (`crash`)."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="coverage"
+    )
+    stream = models.CharField(
+        max_length=16, help_text="The EODHD stream: us, crypto, us-quote, forex."
+    )
+    collector = models.CharField(
+        max_length=80, help_text="host:pid of the collector that observed."
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField(null=True, blank=True)
+    seen_through = models.DateTimeField()
+    end_reason = models.CharField(
+        max_length=16, choices=EndReason.choices, blank=True, default=""
+    )
+    detail = models.CharField(
+        max_length=80,
+        blank=True,
+        default="",
+        help_text="The receiver's words for the end.",
+    )
+    source = models.CharField(
+        max_length=20, choices=Source.choices, default=Source.EODHD_WS
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_coverage"
+        verbose_name_plural = "coverage"
+        ordering = ["ticker", "stream", "start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "stream", "collector", "start"],
+                name="uniq_coverage_interval",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["ticker", "stream", "start"], name="coverage_symbol_idx"
+            ),
+            models.Index(
+                fields=["seen_through"],
+                name="coverage_open_idx",
+                condition=models.Q(end__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.stream} {self.start:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def until(self):
+        """Where the interval stops: its end, or while open how far it reaches."""
+        return self.end if self.end is not None else self.seen_through

@@ -3,7 +3,7 @@ views read (api/readapi.py: the series, their fields and parameters), so the
 schema cannot drift from the code: a test walks every operation with
 schemathesis against the running API."""
 
-from api import readapi, resample
+from api import observed, readapi, resample
 
 PATHS = {
     "second": "/api/second-candles/",
@@ -111,6 +111,50 @@ METADATA = {
         "truncated": {"type": "boolean"},
         "next": {"type": ["string", "null"]},
         "source": {"type": "string"},
+        "gaps": {
+            "type": "array",
+            "description": "Time in the window no collector observed (after the "
+            "symbol's coverage began; see /api/coverage/).",
+            "items": {"$ref": "#/components/schemas/Gap"},
+        },
+        "coverage_from": {
+            "type": "object",
+            "description": "Per symbol, when its coverage records begin (null: "
+            "none recorded, nothing known about gaps).",
+            "additionalProperties": {"type": ["string", "null"]},
+        },
+    },
+}
+GAP = {
+    "type": "object",
+    "required": ["symbol", "start", "end"],
+    "properties": {
+        "symbol": {"type": "string"},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+INTERVAL_ITEM = {
+    "type": "object",
+    "required": ["symbol", "stream", "start", "end", "open", "seen_through"],
+    "properties": {
+        "symbol": {"type": "string"},
+        "stream": {"type": "string"},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": ["string", "null"], "format": "date-time"},
+        "open": {"type": "boolean"},
+        "seen_through": {"type": "string", "format": "date-time"},
+        "end_reason": {
+            "type": ["string", "null"],
+            "enum": ["reconnect", "stale", "market_close", "shutdown", "crash", None],
+        },
+        "detail": {"type": "string"},
+        "collector": {"type": "string"},
+        "source": {"type": "string"},
+        "first_second_partial": {"type": "boolean"},
+        "last_second_partial": {"type": "boolean"},
     },
 }
 
@@ -224,6 +268,60 @@ def schema() -> dict:
             "security": SECURITY,
         }
     }
+    paths["/api/coverage/"] = {
+        "get": {
+            "operationId": "coverage",
+            "summary": "What the collectors observed in a window: coverage "
+            "intervals, the gaps between them, and a summary per symbol.",
+            "parameters": [
+                COMMON_PARAMETERS[0],
+                COMMON_PARAMETERS[1],
+                COMMON_PARAMETERS[2],
+                _param(
+                    "stream",
+                    {"type": "string", "enum": list(observed.STREAMS)},
+                    "Only this EODHD stream (default: all).",
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "Intervals and gaps",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": [
+                                    "symbols",
+                                    "intervals",
+                                    "gaps",
+                                    "metadata",
+                                ],
+                                "properties": {
+                                    "symbols": {
+                                        "type": "array",
+                                        "items": {"type": "object"},
+                                    },
+                                    "intervals": {
+                                        "type": "array",
+                                        "items": INTERVAL_ITEM,
+                                    },
+                                    "gaps": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Gap"},
+                                    },
+                                    "metadata": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _error_response("A bad parameter"),
+                "404": _error_response("An unknown symbol"),
+                **GUARDED,
+            },
+            "security": SECURITY,
+        }
+    }
     paths["/api/health/"] = {
         "get": {
             "operationId": "health",
@@ -260,6 +358,7 @@ def schema() -> dict:
         },
         "paths": paths,
         "components": {
+            "schemas": {"Gap": GAP},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -267,6 +366,6 @@ def schema() -> dict:
                     "description": "One of API_TOKENS, when the operator set them "
                     "(api/access.py); throttled per token by API_THROTTLE.",
                 }
-            }
+            },
         },
     }

@@ -11,6 +11,7 @@ urlpatterns = [
     path("quote-candles/", views.quote_candles, name="quote-candles"),
     path("realtime-sentiment/", views.realtime_sentiment, name="realtime-sentiment"),
     path("symbols/", views.symbols, name="symbols"),
+    path("coverage/", views.coverage, name="coverage"),
     path("stream/", views.stream, name="stream"),
     path("schema/", views.api_schema, name="schema"),
     path("docs/", views.api_docs, name="docs"),

@@ -21,7 +21,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from api import access, openapi, readapi, resample
+from api import access, observed, openapi, readapi, resample
 from api import stream as push
 from api.models import SecondSnapshot, Ticker
 from api.readapi import MAX_LIMIT, BadRequest, Query, Series  # noqa: F401
@@ -151,6 +151,23 @@ def _next(request, cursor: str) -> str:
     return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
 
 
+def _coverage(q: Query, tickers) -> dict:
+    """metadata.gaps (time in the window no collector observed, after the
+    symbol's coverage began) and metadata.coverage_from (when it began; null:
+    never recorded, nothing known)."""
+    streams = observed.streams_for(q.series.name)
+    ids = [t.pk for t in tickers]
+    found, firsts = observed.unobserved(ids, streams, q.start, q.end)
+    return {
+        "gaps": [
+            {"symbol": t.symbol, "start": _iso(s), "end": _iso(e)}
+            for t in tickers
+            for s, e in found.get(t.pk, ())
+        ],
+        "coverage_from": {t.symbol: _iso(firsts.get(t.pk)) for t in tickers},
+    }
+
+
 def _respond(request, q: Query, tickers, data, more, following, **extra):
     metadata = {
         "count": len(data),
@@ -163,6 +180,7 @@ def _respond(request, q: Query, tickers, data, more, following, **extra):
         "limit_capped": q.capped,
         "truncated": more,
         "next": following,
+        **_coverage(q, tickers),
         **extra,
     }
     if q.multi:
@@ -351,6 +369,97 @@ def stream(request) -> HttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events on at once
     return response
+
+
+COVERAGE_PARAMS = frozenset({"symbol", "start_time", "end_time", "stream"})
+
+
+@require_safe
+def coverage(request) -> JsonResponse:
+    """What the collectors observed in a window (default: the last hour): the
+    coverage intervals (api.models.Coverage) and the gaps between them."""
+    params = request.GET
+    unknown = sorted(set(params) - COVERAGE_PARAMS)
+    try:
+        if unknown:
+            allowed = ", ".join(sorted(COVERAGE_PARAMS))
+            raise BadRequest(f"unknown parameter {unknown[0]!r} (allowed: {allowed})")
+        names = readapi.symbols(params)
+        start, end = readapi.window(params, last=False)
+        streams = observed.STREAMS
+        if "stream" in params:
+            if params["stream"] not in streams:
+                raise BadRequest(f"stream must be one of {', '.join(streams)}")
+            streams = (params["stream"],)
+    except BadRequest as exc:
+        return _error(400, "bad_request", str(exc))
+    found = {t.symbol: t for t in Ticker.objects.filter(symbol__in=names)}
+    missing = [name for name in names if name not in found]
+    if missing:
+        return _error(404, "not_found", f"unknown symbol {', '.join(missing)!r}")
+    tickers = [found[name] for name in names]
+    ids = [t.pk for t in tickers]
+    symbol_of = {t.pk: t.symbol for t in tickers}
+    now = timezone.now()
+    rows = observed.intervals(ids, streams, start, end)
+    gaps, firsts = observed.unobserved(ids, streams, start, end)
+    intervals = [
+        {
+            "symbol": symbol_of[row.ticker_id],
+            "stream": row.stream,
+            "start": _iso(row.start),
+            "end": _iso(row.end),
+            "open": row.end is None,
+            "seen_through": _iso(row.seen_through),
+            "end_reason": row.end_reason or None,
+            "detail": row.detail,
+            "collector": row.collector,
+            "source": row.source,
+            # The seconds an edge cuts were observed only in part.
+            "first_second_partial": row.start.microsecond != 0,
+            "last_second_partial": (observed.reach(row, now)).microsecond != 0,
+        }
+        for tid in ids
+        for row in rows.get(tid, ())
+    ]
+    window = (min(end, now) - start).total_seconds()
+    summary = []
+    for t in tickers:
+        since = firsts.get(t.pk)
+        missing_s = sum((e - s).total_seconds() for s, e in gaps.get(t.pk, ()))
+        known = (
+            max(0.0, (min(end, now) - max(start, since)).total_seconds())
+            if since
+            else 0.0
+        )
+        summary.append(
+            {
+                "symbol": t.symbol,
+                "coverage_from": _iso(since),
+                "known_seconds": round(known, 3),
+                "observed_seconds": round(max(0.0, known - missing_s), 3),
+                "gap_seconds": round(missing_s, 3),
+                "gaps": len(gaps.get(t.pk, ())),
+            }
+        )
+    return JsonResponse(
+        {
+            "symbols": summary,
+            "intervals": intervals,
+            "gaps": [
+                {"symbol": t.symbol, "start": _iso(s), "end": _iso(e)}
+                for t in tickers
+                for s, e in gaps.get(t.pk, ())
+            ],
+            "metadata": {
+                "start_time": _iso(start),
+                "end_time": _iso(end),
+                "end_inclusive": False,
+                "window_seconds": round(max(0.0, window), 3),
+                "streams": list(streams),
+            },
+        }
+    )
 
 
 @require_safe

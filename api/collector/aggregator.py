@@ -9,11 +9,19 @@ import threading
 from collections.abc import Callable
 
 from api.collector.outputs import Fanout
-from api.market.bars import TickBars
+from api.market.bars import TickBars, watermark
 from api.market.messages import Trade
 from api.pipeline.ingest import Ingest
 from api.pipeline.kinds import SECOND
-from api.pipeline.messages import FINISHED, Bars, Closes, Renumber, Trades
+from api.pipeline.messages import (
+    FINISHED,
+    Bars,
+    Closes,
+    Progress,
+    Renumber,
+    Trades,
+    Watch,
+)
 from api.sentiment.holder import LatestScores
 from api.sentiment.scoring import Scores
 from api.workers.clock import Clock
@@ -50,6 +58,7 @@ class Aggregator(Worker):
         self.control: queue.Queue = queue.Queue()
         self.verbose = verbose
         self.candles = 0
+        self._progress = -math.inf  # the last Progress published
         # Scores stamped when a bar first closed, so a revision keeps them.
         self._stamped: dict[tuple, Scores | None] = {}
         self._forget_after = (
@@ -88,7 +97,13 @@ class Aggregator(Worker):
             out = Bars()
             if not self.control.empty():
                 self._obey()
-            if message is not None:
+            if type(message) is Watch:
+                # Coverage (api/collector/coverage.py): in order with the bars.
+                if out:
+                    self.fanout.publish(out)
+                    out = Bars()
+                self.fanout.publish(message)
+            elif message is not None:
                 self.take(message.trades, out)
             now = self.clock.now()
             if now >= next_close:
@@ -96,6 +111,10 @@ class Aggregator(Worker):
                 next_close = now + CLOSE_INTERVAL
             if out:
                 self.fanout.publish(out)
+            through = watermark(now, 1, self.seconds.grace)
+            if through >= self._progress + 1:
+                self._progress = through
+                self.fanout.publish(Progress(through))
             if self.stop.is_set() and self.upstream_done() and self.inbox.empty():
                 self.finish()
                 return

@@ -16,7 +16,7 @@ import websocket
 from api.collector.session import SessionGate
 from api.market.backoff import Backoff
 from api.market.messages import Malformed, Status, Trade, parse_frame
-from api.pipeline.messages import Trades
+from api.pipeline.messages import Trades, Watch
 from api.redact import mask_token
 from api.workers.clock import Clock
 from api.workers.worker import Worker
@@ -135,8 +135,10 @@ class Receiver(Worker):
         connect: Callable[..., websocket.WebSocket] | None = None,
         accepts: type = Trade,
         name: str = "receiver",
+        stream: str = "us",
     ) -> None:
         super().__init__(name, stop)
+        self.stream = stream  # its EODHD stream's name, for coverage
         # What the stream carries: trades (us, crypto) or quotes (us-quote,
         # forex); anything else is counted as ignored.
         self.accepts = accepts
@@ -159,6 +161,9 @@ class Receiver(Worker):
         # Monotonic time of each symbol's last trade, over all connections.
         self.last_trade_at: dict[str, float] = {}
         self.connected_at: float | None = None
+        # Wall-clock time of the last batch of trades handed on: where a
+        # connection that went silent stopped observing.
+        self.last_data_wall: float | None = None
         self._reconnect_request: str | None = None
         self._backoff = Backoff(
             base=self.policy.backoff_base, cap=self.policy.backoff_cap
@@ -245,6 +250,8 @@ class Receiver(Worker):
         self.stats.connections += 1
         self._delivered = False
         batch: list[Trade] = []
+        watched: float | None = None  # when the subscription began
+        ended = "stopped"
         try:
             ws.settimeout(RECV_TIMEOUT)
             self._await_authorized(ws)
@@ -255,6 +262,8 @@ class Receiver(Worker):
                 raise _Reconnect("connection dropped") from exc
             now = self.clock.monotonic()
             self.connected, self.connected_at, self.last_data_at = True, now, now
+            self.last_data_wall = watched = self.clock.now()
+            self._put(Watch(self.stream, tuple(self.symbols), watched))
             logger.info(
                 "✅ connected to %s, subscribed to %s",
                 safe_url,
@@ -264,11 +273,16 @@ class Receiver(Worker):
         except _Reconnect as exc:
             if exc.reason not in ("connection dropped", "closed by server"):
                 self._drain(ws, batch)
+            ended = exc.reason
             return exc.reason, self._delivered
         finally:
             self.connected = False
             if batch:
                 self._hand_on(batch)
+            if watched is not None:
+                # Silent since the last data: observed only until then.
+                at = self.last_data_wall if ended == "stale" else self.clock.now()
+                self._put(Watch(self.stream, tuple(self.symbols), at, True, ended))
             try:
                 ws.close(timeout=1)
             except Exception:  # the socket may already be gone
@@ -461,8 +475,10 @@ class Receiver(Worker):
 
     def _hand_on(self, batch: list[Trade]) -> None:
         """Give a batch to the aggregator; wait (counted, logged) rather than drop."""
-        items = list(batch)
-        message = Trades(items)
+        self.last_data_wall = self.clock.now()
+        self._put(Trades(list(batch)), len(batch))
+
+    def _put(self, message, items: int = 0) -> None:
         tries_after_stop = 0
         while True:
             try:
@@ -479,7 +495,7 @@ class Receiver(Worker):
                     tries_after_stop += 1
                     if tries_after_stop >= 10:
                         # Shutting down and the aggregator is stuck: say what is lost.
-                        logger.error("❌ dropping %d trades at shutdown", len(items))
+                        logger.error("❌ dropping %d trades at shutdown", items)
                         return
 
 

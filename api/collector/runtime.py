@@ -39,7 +39,15 @@ from api.models import Ticker
 from api.pipeline.errors import CallTimeout, first_line
 from api.pipeline.ingest import Ingest
 from api.pipeline.kinds import KINDS, STREAM_KINDS, TICK100
-from api.pipeline.messages import Bars, Closes, Finished, Renumber, Trades
+from api.pipeline.messages import (
+    Bars,
+    Closes,
+    Finished,
+    Progress,
+    Renumber,
+    Trades,
+    Watch,
+)
 from api.pipeline.store import Tails, stored_tails
 from api.redact import mask_token
 from api.sentiment.engine import NewsPoller, SentimentEngine, SharedArticles
@@ -153,7 +161,7 @@ class Collector:
         # (it bounds its own memory and spools); sentiment is best effort.
         self.fanout = Fanout(
             [
-                Output("writer", (Bars, Finished), Policy.BLOCK),
+                Output("writer", (Bars, Watch, Progress, Finished), Policy.BLOCK),
                 Output("sentiment", (Trades, Closes), Policy.DROP, maxsize=10_000),
             ]
         )
@@ -301,6 +309,7 @@ class Collector:
                 connect=pump.create_connection if pump else None,
                 accepts=Quote if quotes else Trade,
                 name=f"receiver-{stream}" if several else "receiver",
+                stream=stream,
             )
         self.pump = self.pumps.get(self.streams[0])
         receivers = list(self.receivers.values())

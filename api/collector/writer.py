@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from django.db import DatabaseError
 
 from api.collector.backlog import Backlog, Chunk
+from api.collector.coverage import CRASH_AFTER, HEARTBEAT, CoverageBook
 from api.collector.database import DatabaseLane
 from api.collector.leader import Change, Election, Leadership, Role
 from api.collector.metrics import DelayHistogram
@@ -33,7 +34,7 @@ from api.collector.spool import Spool
 from api.market.backoff import Backoff
 from api.pipeline.errors import CallTimeout, ErrorKind, LockLost, classify, first_line
 from api.pipeline.kinds import KINDS, TICK100
-from api.pipeline.messages import Bars, Finished
+from api.pipeline.messages import Bars, Finished, Progress, Watch
 from api.pipeline.store import Outcome, Store, Tails
 from api.workers.clock import Clock
 from api.workers.worker import Worker
@@ -143,6 +144,12 @@ class Writer(Worker):
         self._announced = False  # the first stored bars were logged
         self.last_error: str | None = None
         self.beat = self.clock.monotonic()  # the writer thread's heartbeat
+        # What the receivers observed (api/collector/coverage.py).
+        self.coverage = CoverageBook(
+            source=source, directory=spool.directory if spool else None
+        )
+        self._coverage_retry_at = -math.inf
+        self._was_standby = False
 
     @property
     def waiting(self) -> int:
@@ -187,6 +194,7 @@ class Writer(Worker):
             if self.maintenance is not None and now >= self._maintain_at:
                 self._maintain()
             if self.backlog.empty:
+                self._store_coverage()
                 continue
             # Flush right after the aggregator closed new bars (once a second, so
             # the commit follows the grace period closely), or when anything has
@@ -199,7 +207,10 @@ class Writer(Worker):
                 ok = self.flush()
                 last_flush = self.clock.monotonic()
                 retry_at = 0.0 if ok else last_flush + self._flush_backoff.next()
+                if ok:
+                    self._store_coverage()
         self._final_flush()
+        self._final_coverage()
 
     def _maintain(self) -> None:
         self._maintain_at = self.clock.monotonic() + self.maintenance_interval
@@ -232,9 +243,73 @@ class Writer(Worker):
             except queue.Empty:
                 return False
 
-    def add(self, bars: Bars) -> None:
-        if self.backlog.add(bars):
+    def add(self, message: Bars | Watch | Progress) -> None:
+        kind = type(message)
+        if kind is Progress:
+            self.coverage.progress(message.through)
+        elif kind is Watch:
+            self.coverage.watch(message)
+        elif self.backlog.add(message):
             self._fresh_bars = True
+
+    # Coverage ------------------------------------------------------------------------
+
+    def _store_coverage(self, final: bool = False) -> bool:
+        """Store what the coverage book has ready (see api/collector/coverage.py);
+        a failure is retried a few seconds later, never in the way of bars."""
+        book = self.coverage
+        now = self.clock.monotonic()
+        if final:
+            intervals = book.everything()
+        else:
+            if now < self._coverage_retry_at:
+                return False
+            intervals = book.ready(now, self.backlog.empty)
+            if not intervals and (
+                not book.observed or now - book.last_store < HEARTBEAT
+            ):
+                return True
+        crash_before = datetime.fromtimestamp(self.clock.now() - CRASH_AFTER, UTC)
+        try:
+            closed = self.lane.run(
+                book.store,
+                intervals,
+                crash_before,
+                idle=self._idle,
+                cutoff=self._cutoff,
+            )
+        except (DatabaseError, CallTimeout, LockLost) as exc:
+            self._coverage_retry_at = now + HEARTBEAT
+            logger.warning(
+                "⚠️ coverage not stored (%s); retrying",
+                first_line(exc),
+                extra={"dedupe": "coverage"},
+            )
+            return False
+        book.stored(intervals, now)
+        if closed:
+            logger.warning(
+                "🕳️ closed %d coverage intervals left open by a collector that "
+                "stopped without closing them (a crash)",
+                closed,
+            )
+        return True
+
+    def _final_coverage(self) -> None:
+        """At the end: store every interval once the bars are stored; otherwise
+        keep them for the next run. A standby's are dropped: it wrote nothing."""
+        if self.role is Role.STANDBY:
+            return
+        if self.role is Role.WRITER and self.backlog.empty:
+            if self._store_coverage(final=True):
+                return
+        try:
+            kept = self.coverage.save_pending()
+        except OSError as exc:
+            logger.error("❌ coverage intervals lost: %s", exc)
+            return
+        if kept:
+            logger.warning("💾 %d coverage intervals kept for the next run", kept)
 
     def _idle(self) -> None:
         """While a database call runs: keep taking bars, keep spooling."""
@@ -276,11 +351,17 @@ class Writer(Worker):
         if role is Role.WRITER:
             if election.unsettled is not None:
                 self._settle()
+            if self._was_standby:
+                # What this collector saw as a standby is stored only as far
+                # back as the bars it kept.
+                self.coverage.clip_unstored(self.clock.now() - STANDBY_KEEP)
+                self._was_standby = False
             return election.unsettled is None
         if role is Role.UNKNOWN:
             self._enter_outage()
             return False
         self.backlog.keep_recent(self.clock.now() - STANDBY_KEEP)
+        self._was_standby = True
         self._in_outage = False
         return False
 

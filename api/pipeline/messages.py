@@ -37,6 +37,29 @@ class Closes:
 
 
 @dataclass(frozen=True, slots=True)
+class Watch:
+    """From a receiver: its subscription to `symbols` on `stream` began at `at`
+    (epoch seconds, wall clock), or ended then (`reason`: the receiver's words,
+    api.coverage.REASONS). What is seen between the two is observed; the rest
+    of the time is a gap (api/coverage.py)."""
+
+    stream: str
+    symbols: tuple[str, ...]
+    at: float
+    ending: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """From the aggregator: every bar of a second before `through` (epoch
+    seconds) has been handed on. Once they are stored, open coverage reaches
+    that far."""
+
+    through: float
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The aggregator's last word: every open bar has been handed on."""
 

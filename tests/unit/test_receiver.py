@@ -10,7 +10,7 @@ import websocket
 
 from api.collector.feed import FeedPolicy, Receiver, retry_after
 from api.collector.session import SessionGate
-from api.pipeline.messages import Trades
+from api.pipeline.messages import Trades, Watch
 
 TEXT = websocket.ABNF.OPCODE_TEXT
 PONG = websocket.ABNF.OPCODE_PONG
@@ -81,10 +81,15 @@ def receiver(sock: ScriptedSocket) -> tuple[Receiver, queue.Queue, list]:
     return r, out, urls
 
 
-def handed_on(out: queue.Queue) -> list:
+def handed_on(out: queue.Queue, watches: list | None = None) -> list:
+    """The trades handed on; coverage marks (Watch) go to `watches`."""
     trades = []
     while not out.empty():
         message = out.get_nowait()
+        if isinstance(message, Watch):
+            if watches is not None:
+                watches.append(message)
+            continue
         assert isinstance(message, Trades)
         trades += message.trades
     return trades
@@ -108,11 +113,22 @@ def test_it_subscribes_after_authorized_and_hands_on_wanted_trades_in_order():
     assert [json.loads(m) for m in sock.sent] == [
         {"action": "subscribe", "symbols": "AAPL,MSFT"}
     ]
-    got = handed_on(out)
+    watches: list = []
+    got = handed_on(out, watches)
     assert [(t.symbol, t.price, t.size, t.ts_ms) for t in got] == [
         ("AAPL", Decimal("150.25"), Decimal(100), T + 1_000),
         ("MSFT", Decimal("301.5"), Decimal("0.5"), T + 999),
     ]
+    # Coverage: the subscription began after the subscribe and ended with the
+    # connection, in order with the trades.
+    begin, end = watches
+    assert (begin.stream, begin.symbols, begin.ending) == (
+        "us",
+        ("AAPL", "MSFT"),
+        False,
+    )
+    assert (end.ending, end.reason) == (True, "connection dropped")
+    assert begin.at <= end.at
     stats = r.stats
     assert (stats.frames, stats.trades, stats.malformed, stats.ignored) == (4, 2, 1, 1)
     assert sock.closed and not r.connected
