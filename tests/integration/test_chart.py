@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from api import stream as push
-from api.models import QuoteSnapshot, SecondSnapshot, Ticker
+from api.models import Coverage, QuoteSnapshot, SecondSnapshot, Ticker
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -135,7 +135,21 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
         pytest.skip("chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    seed("QLD", 120, unpriced_every=10)  # 12 bars without prices
+    qld = seed("QLD", 120, unpriced_every=10)  # 12 bars without prices
+    # Observed, except 20 seconds in the middle (a reconnect): shaded.
+    first = SecondSnapshot.objects.filter(ticker=qld).earliest("timestamp").timestamp
+
+    def at(seconds: int):
+        return first + timedelta(seconds=seconds)
+
+    Coverage.objects.create(
+        ticker=qld, stream="us", collector="here:1:0", start=at(-10), end=at(50),
+        seen_through=at(50), end_reason="reconnect",
+    )  # fmt: skip
+    Coverage.objects.create(
+        ticker=qld, stream="us", collector="here:1:0", start=at(70),
+        seen_through=timezone.now(),
+    )  # fmt: skip
     seed("AAPL", 10)
     seed_quotes("EURUSD", 30)  # 3 seconds of crossed quotes only
     client.force_login(admin_user)
@@ -161,6 +175,7 @@ def test_it_draws_candles_volume_and_sentiment_in_headless_chromium(
             # prints did not set.
             assert (state["candles"], state["volumes"]) == (100, 120)
             assert state["sentiment"] == 115  # unknown scores are gaps, not zeros
+            assert state["unobserved"] == 20  # the reconnect's seconds, shaded
             assert "QLD: 120 bars" in page.inner_text("#status")
             assert page.locator("#chart canvas").count() >= 2  # the panes
             page.screenshot(path=str(ARTIFACTS / "chart.png"))

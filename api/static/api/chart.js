@@ -7,6 +7,9 @@
 // and 100-trade bars an arriving bar asks the API for the last few minutes again
 // (at most once a second). Should the stream be refused (503: too many streams)
 // or unavailable, the page falls back to asking every 2 s.
+// Time the collectors did not observe (the API's coverage gaps) is shaded grey;
+// quiet time (observed, no trade) stays white. For time bars the axis holds every
+// bucket of the window, so both take their true width.
 (function () {
   "use strict";
 
@@ -39,10 +42,19 @@
   const volume = chart.addSeries(LWC.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "volume" });
   volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
   const sentiment = chart.addSeries(LWC.LineSeries, { color: "#5e3c99", lineWidth: 2 }, 1);
+  // Unobserved time: a full-height band behind the candles.
+  const shade = chart.addSeries(LWC.HistogramSeries, {
+    priceScaleId: "unobserved", color: "rgba(110,110,110,0.28)", priceLineVisible: false, lastValueVisible: false,
+  });
+  shade.priceScale().applyOptions({ scaleMargins: { top: 0, bottom: 0 }, visible: false });
+  const STEPS = { second: 1, "second-1m": 60, "second-5m": 300, quote: 1 }; // tick bars: no buckets
+  const MAX_FILL = 20000; // buckets the axis is filled with, at most
+  const COVERAGE_MS = 15000; // how often the gaps are read again while live
+  let coverageTimer = null;
   chart.panes()[1].setHeight(120);
 
   // What the page shows, for people (the status line) and for tests.
-  window.chartState = { candles: 0, volumes: 0, sentiment: 0, last: null, updates: 0, transport: null, events: 0 };
+  window.chartState = { candles: 0, volumes: 0, sentiment: 0, last: null, updates: 0, transport: null, events: 0, unobserved: 0 };
 
   function utcInput(value) {
     return value ? new Date(value + "Z") : null; // datetime-local is read as UTC
@@ -87,12 +99,64 @@
     candles.setData(candleData);
     volume.setData(volumeData);
     sentiment.setData(sentimentData);
+    const shadeData = shading(items);
+    shade.setData(shadeData);
     const state = window.chartState;
+    state.unobserved = shadeData.filter((p) => p.value !== undefined).length;
     state.candles = candleData.filter((c) => c.open !== undefined).length;
     state.volumes = volumeData.length;
     state.sentiment = sentimentData.filter((s) => s.value !== undefined).length;
     state.last = items.length ? items[items.length - 1].time : null;
     state.updates += 1;
+  }
+
+  function shading(items) {
+    // Every bucket of the shown window: shaded where a gap touches it, blank
+    // (whitespace) elsewhere; over MAX_FILL buckets, the gaps' buckets only.
+    const step = STEPS[document.getElementById("kind").value];
+    if (!step || !loaded || !loaded.gaps) return [];
+    const win = window_();
+    let from = Math.floor(win.start / 1000 / step) * step;
+    if (loaded.truncated && items.length) from = Math.max(from, items[0].time);
+    const to = Math.ceil(win.end / 1000 / step) * step;
+    const gaps = loaded.gaps.filter(([s, e]) => e > from && s < to);
+    const unobserved = (t) => gaps.some(([s, e]) => s < t + step && e > t);
+    const out = [];
+    if ((to - from) / step <= MAX_FILL) {
+      for (let t = from; t < to; t += step) out.push(unobserved(t) ? { time: t, value: 1 } : { time: t });
+      return out;
+    }
+    const seen = new Set();
+    for (const [s, e] of gaps) {
+      for (let t = Math.floor(Math.max(s, from) / step) * step; t < Math.min(e, to) && out.length < MAX_FILL; t += step) {
+        if (!seen.has(t)) { seen.add(t); out.push({ time: t, value: 1 }); }
+      }
+    }
+    return out.sort((a, b) => a.time - b.time);
+  }
+
+  function gapsOf(list) {
+    return list.map((g) => [Date.parse(g.start) / 1000, Date.parse(g.end) / 1000]);
+  }
+
+  async function refreshGaps() {
+    // The gaps of the window as the coverage records now say (a disconnect
+    // while the page is open shows up within COVERAGE_MS).
+    const kind = document.getElementById("kind").value;
+    if (!loaded || !STEPS[kind] || kind === "quote") return; // (quotes: the bars' own gaps)
+    const win = window_();
+    const params = new URLSearchParams({
+      symbol: document.getElementById("symbol").value, start_time: win.start.toISOString(), end_time: win.end.toISOString(),
+    });
+    try {
+      const response = await fetch("/api/coverage/?" + params, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const body = await response.json();
+      loaded.gaps = gapsOf(body.gaps);
+      redraw();
+    } catch (err) {
+      // the next look will do
+    }
   }
 
   async function fetchBars(src, symbol, start, end, last) {
@@ -116,7 +180,10 @@
       const body = await fetchBars(src, symbol, win.start, win.end, 5000);
       const bars = new Map();
       for (const item of body.data) bars.set(seconds(item.timestamp), { ...item, time: seconds(item.timestamp) });
-      loaded = { key: symbol + "|" + kind, bars, quotes: kind === "quote" };
+      loaded = {
+        key: symbol + "|" + kind, bars, quotes: kind === "quote",
+        gaps: gapsOf(body.metadata.gaps || []), truncated: body.metadata.truncated,
+      };
       render(bars, loaded.quotes);
       chart.timeScale().fitContent();
       const early = pending || [];
@@ -199,11 +266,13 @@
 
   function schedule() {
     if (timer) clearInterval(timer);
+    if (coverageTimer) clearInterval(coverageTimer);
     if (events) events.close();
     if (refetch) clearTimeout(refetch);
-    timer = events = refetch = null;
+    timer = events = refetch = coverageTimer = null;
     window.chartState.transport = null;
     if (!window_().live || !document.getElementById("live").checked || !document.getElementById("symbol").value) return;
+    coverageTimer = setInterval(refreshGaps, COVERAGE_MS);
     if (window.EventSource) follow();
     else { window.chartState.transport = "poll"; timer = setInterval(poll, REFRESH_MS); }
   }
