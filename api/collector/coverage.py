@@ -111,7 +111,8 @@ class CoverageBook:
 
     # From the writer's inbox ---------------------------------------------
 
-    def watch(self, msg: Watch) -> None:
+    def watch(self, msg: Watch, collector: str = "") -> None:
+        """`collector`: who observed, when not this process (a replay)."""
         for symbol in msg.symbols:
             key = (msg.stream, symbol)
             self.observed.add(key)
@@ -120,6 +121,7 @@ class CoverageBook:
                 self._close(current, msg.at, "reconnect", "no end recorded")
             if not msg.ending:
                 interval = Interval(msg.stream, symbol, msg.at, msg.at)
+                interval.collector = collector
                 self.open[key] = interval
                 self._mark(interval)
             elif current is not None:
@@ -127,6 +129,16 @@ class CoverageBook:
 
     def progress(self, through: float) -> None:
         self.through = through
+
+    def reach_all(self, at: float, close: bool) -> None:
+        """A replay: the open intervals reach `at`; with `close`, their run was
+        killed there."""
+        for key, interval in list(self.open.items()):
+            interval.seen = max(interval.seen, at)
+            self._mark(interval)
+            if close:
+                del self.open[key]
+                self._close(interval, at, "crash", "the run ended without closing it")
 
     # What to store ---------------------------------------------
 
@@ -171,9 +183,15 @@ class CoverageBook:
 
     # Storing (on the database lane) ---------------------------------------------
 
-    def store(self, intervals: list[Interval], crash_before: datetime | None) -> int:
-        """Upsert the intervals; close the open intervals of dead collectors on
-        what this one observes. Returns how many it closed so."""
+    def store(
+        self,
+        intervals: list[Interval],
+        crash_before: datetime | None,
+        keep_existing: bool = False,
+    ) -> int:
+        """Upsert the intervals (`keep_existing`: only add those missing, as a
+        replay does); close the open intervals of dead collectors on what this
+        one observes. Returns how many it closed so."""
         from api.models import Coverage, Ticker
 
         symbols = {i.symbol for i in intervals} | {s for _, s in self.observed}
@@ -195,7 +213,9 @@ class CoverageBook:
             for i in intervals
             if i.symbol in ids
         ]
-        if rows:
+        if rows and keep_existing:
+            Coverage.objects.bulk_create(rows, ignore_conflicts=True)
+        elif rows:
             Coverage.objects.bulk_create(
                 rows,
                 update_conflicts=True,

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import websocket
 
+from api.collector.coverage import collector_id
 from api.collector.session import SessionGate
 from api.market.backoff import Backoff
 from api.market.messages import Malformed, Status, Trade, parse_frame
@@ -263,7 +264,7 @@ class Receiver(Worker):
             now = self.clock.monotonic()
             self.connected, self.connected_at, self.last_data_at = True, now, now
             self.last_data_wall = watched = self.clock.now()
-            self._put(Watch(self.stream, tuple(self.symbols), watched))
+            self._watch(Watch(self.stream, tuple(self.symbols), watched))
             logger.info(
                 "✅ connected to %s, subscribed to %s",
                 safe_url,
@@ -282,7 +283,7 @@ class Receiver(Worker):
             if watched is not None:
                 # Silent since the last data: observed only until then.
                 at = self.last_data_wall if ended == "stale" else self.clock.now()
-                self._put(Watch(self.stream, tuple(self.symbols), at, True, ended))
+                self._watch(Watch(self.stream, tuple(self.symbols), at, True, ended))
             try:
                 ws.close(timeout=1)
             except Exception:  # the socket may already be gone
@@ -477,6 +478,12 @@ class Receiver(Worker):
         """Give a batch to the aggregator; wait (counted, logged) rather than drop."""
         self.last_data_wall = self.clock.now()
         self._put(Trades(list(batch)), len(batch))
+
+    def _watch(self, watch: Watch) -> None:
+        """Coverage: to the writer (through the aggregator) and the journal."""
+        if self.journal is not None:
+            self.journal.mark_watch(watch, collector_id())
+        self._put(watch)
 
     def _put(self, message, items: int = 0) -> None:
         tries_after_stop = 0

@@ -10,6 +10,12 @@ One line per record:
     {"r": 1795960800.123, "b": "<base64>"}         any other bytes, kept exactly
     {"r": 1795960800.0, "meta": {"next_candle": {"AAPL": 57}, "carried": {},
                                   "conditions": "eodhd"}}
+    {"r": 1795960800.2, "watch": {"stream": "us", "symbols": ["AAPL"],
+                                   "ending": false, "reason": "",
+                                   "collector": "host:123:1795960790"}}
+
+A watch record says a subscription began or ended (coverage): a replay stores
+the same coverage intervals.
 
 The meta record is written by mark_start() when a collector run starts: the
 100-trade numbering each subscribed symbol resumes from, so a replay numbers its
@@ -84,7 +90,20 @@ class StartMark:
     streams: list[str] = field(default_factory=lambda: ["us"])
 
 
-Entry = Frame | StartMark
+@dataclass(frozen=True, slots=True)
+class WatchMark:
+    """A receiver's subscription began or ended (coverage: api/collector/coverage.py),
+    with the collector that observed, so a replay stores the same intervals."""
+
+    received_at: float
+    stream: str
+    symbols: tuple[str, ...]
+    ending: bool
+    reason: str
+    collector: str
+
+
+Entry = Frame | StartMark | WatchMark
 
 
 @dataclass
@@ -180,6 +199,18 @@ class Journal:
             list(streams or ["us"]),
         )
         self._buffer.append((at, mark))
+
+    def mark_watch(self, watch, collector: str) -> None:
+        """Note a `Watch` (api.pipeline.messages): a subscription began or ended."""
+        mark = WatchMark(
+            watch.at,
+            watch.stream,
+            tuple(watch.symbols),
+            watch.ending,
+            watch.reason,
+            collector,
+        )
+        self._buffer.append((watch.at, mark))
 
     def flush(self) -> None:
         """Encode, compress and write what is buffered as one gzip member per file."""
@@ -287,7 +318,16 @@ class Journal:
         self._file = None
 
 
-def _encode(received_at: float, item: bytes | str | StartMark) -> bytes:
+def _encode(received_at: float, item: bytes | str | StartMark | WatchMark) -> bytes:
+    if type(item) is WatchMark:
+        watch = {
+            "stream": item.stream,
+            "symbols": list(item.symbols),
+            "ending": item.ending,
+            "reason": item.reason,
+            "collector": item.collector,
+        }
+        return orjson.dumps({"r": received_at, "watch": watch})
     if type(item) is StartMark:
         meta = {
             "next_candle": item.next_candle,
@@ -467,6 +507,16 @@ def _decode(line: bytes, path: Path) -> Entry | None:
             return Frame(received_at, obj["f"].encode("utf-8"))
         if "b" in obj:
             return Frame(received_at, base64.b64decode(obj["b"], validate=True))
+        if "watch" in obj:
+            w = obj["watch"]
+            return WatchMark(
+                received_at,
+                str(w["stream"]),
+                tuple(str(s) for s in w["symbols"]),
+                bool(w["ending"]),
+                str(w.get("reason", "")),
+                str(w.get("collector", "")),
+            )
         meta = obj["meta"]
         return StartMark(
             received_at,

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 
 from api.collector.journal import Journal
 from api.market.bars import Partial
-from api.models import SecondSnapshot, TickCandle100, Ticker
+from api.models import Coverage, SecondSnapshot, TickCandle100, Ticker
 from api.pipeline.kinds import MINUTE
 from tests.integration.reference import (
     allows,
@@ -220,7 +220,8 @@ def test_it_rebuilds_exactly_the_bars_of_the_stream(journal_dir):
     assert output == (
         f"frames {len(FRAMES)}, trades 602, malformed 1, ignored 2, runs 2, "
         f"bars {len(expected_bars())}, revisions 1, candles 6, before start 1, "
-        "dropped late 0, 1-minute bars 4, quote bars 0, rejected 0\n"
+        "dropped late 0, 1-minute bars 4, quote bars 0, rejected 0, coverage "
+        "intervals 0\n"
     )
     # The minute both runs share holds the trades of both (the second run went
     # on from what the first had), as live.
@@ -355,17 +356,37 @@ def test_it_rebuilds_the_bars_of_a_live_run_from_its_journal(tmp_path):
     from tests.integration.test_collector import collector, feed, received, wait_until
 
     with feed(
-        rate=1500, seed=59, jitter_ms=300, late_prob=0.02, max_trades=3000
+        rate=1500,
+        seed=59,
+        jitter_ms=300,
+        late_prob=0.02,
+        max_trades=3000,
+        drop_after=[1200],
     ) as server:
         with collector(server, record_dir=tmp_path) as app:
             assert wait_until(lambda: received(app) == 3000, 30)
             assert app.shutdown() == 0
     live_bars = stored_second_bars()
     live_candles = stored_tick_candles()
+    live_coverage = coverage()
     assert live_bars and live_candles
+    # A reconnect and the shutdown: two intervals per symbol.
+    assert [row[4] for row in live_coverage] == ["reconnect", "shutdown"] * 3
     SecondSnapshot.objects.all().delete()
     TickCandle100.objects.all().delete()
+    Coverage.objects.all().delete()
 
     call_command("replay_frames", str(tmp_path), stdout=StringIO())
     assert stored_second_bars() == live_bars
     assert stored_tick_candles() == live_candles
+    # The same coverage: the journal recorded each subscription.
+    assert coverage() == live_coverage
+    assert set(Coverage.objects.values_list("source", flat=True)) == {"replay"}
+
+
+def coverage() -> list[tuple]:
+    return list(
+        Coverage.objects.order_by("ticker__symbol", "start").values_list(
+            "ticker__symbol", "stream", "start", "end", "end_reason", "collector"
+        )
+    )

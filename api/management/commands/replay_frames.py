@@ -24,6 +24,11 @@ Rules that make a replay reproduce the live run:
   says otherwise.
 - Existing rows keep their sentiment scores and their `source`; rows the replay
   creates get source "replay" and no scores (unknown, never a fake 0).
+- Coverage (api.models.Coverage): the journal's watch records are the live
+  run's subscriptions; the replay stores the same intervals (same collector,
+  same start), adding those the database lacks and never changing one it holds.
+  A run that ends without closing its intervals (killed) closes them at its
+  last frame (`crash`); at the journal's end they stay open there.
 - --from/--to select the bars written (time bars by their start, 100-trade bars
   by completion time). The journal is still read from its start, so numbering and
   bar state are right, and past --to by grace + revision window for late prints.
@@ -38,7 +43,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from api.collector.journal import Entry, StartMark, read_entries
+from api.collector.coverage import CoverageBook
+from api.collector.journal import Entry, StartMark, WatchMark, read_entries
 from api.market.bars import Partial
 from api.market.conditions import MODES
 from api.market.messages import Malformed, Quote, Trade, parse_frame
@@ -53,6 +59,7 @@ from api.pipeline.kinds import (
     TICK100,
     BarKind,
 )
+from api.pipeline.messages import Watch
 from api.pipeline.store import Store
 
 logger = logging.getLogger(__name__)
@@ -75,6 +82,7 @@ class ReplayCounts:
     quotes: int = 0  # 1-second quote bars, new or revised
     minutes: int = 0  # 1-minute bars, new or revised
     rejected: int = 0  # rows the database refused (reported, not stored)
+    watches: int = 0  # subscriptions begun or ended (coverage)
 
 
 class _Store:
@@ -129,11 +137,17 @@ class Replayer:
         self.ingest: Ingest | None = None
         self.wanted: set[str] | None = None
         self._numbered: dict[str, int] = {}  # highest candle number seen per symbol
+        self.coverage = CoverageBook(source=Source.REPLAY, collector="replay")
+        self._last_at = -math.inf  # the last entry's arrival time
 
     def run(self, entries: Iterable[Entry]) -> ReplayCounts:
         for entry in entries:
+            self._last_at = entry.received_at
             if type(entry) is StartMark:
                 self._start(entry)
+                continue
+            if type(entry) is WatchMark:
+                self._watch(entry)
                 continue
             if self.ingest is None:
                 self.warn(
@@ -142,7 +156,7 @@ class Replayer:
                 )
                 self._start(None)
             self._frame(entry.received_at, entry.data)
-        self._end_run()
+        self._end_run(last=True)
         self.store.flush()
         self.counts.rejected = self.store.rejected
         return self.counts
@@ -189,11 +203,33 @@ class Replayer:
             kinds=_kinds_of(mark.streams),
         )
 
+    def _watch(self, mark: WatchMark) -> None:
+        symbols = tuple(
+            s for s in mark.symbols if self.symbols is None or s in self.symbols
+        )
+        if symbols:
+            at = mark.received_at
+            watch = Watch(mark.stream, symbols, at, mark.ending, mark.reason)
+            self.coverage.watch(watch, collector=mark.collector)
+            self.counts.watches += 1
+
+    def intervals(self) -> list:
+        """The coverage intervals of the journal that overlap the window."""
+        low, high = self.window
+        return [
+            i
+            for i in self.coverage.everything()
+            if i.start < high and (i.end if i.end is not None else i.seen) > low
+        ]
+
     def _ingest(self, **run) -> Ingest:
         run.setdefault("conditions", self.conditions or "eodhd")
         return Ingest(grace=self.grace, revision_window=self.revision_window, **run)
 
-    def _end_run(self) -> None:
+    def _end_run(self, last: bool = False) -> None:
+        # Intervals a run left open: it was killed there (or, at the journal's
+        # end, it is still observing: they stay open, reaching that far).
+        self.coverage.reach_all(self._last_at, close=not last)
         if self.ingest is None:
             return
         self._closed(self.ingest.finish())  # as the live run's finish()
@@ -335,6 +371,9 @@ class Command(BaseCommand):
         # Late prints for the last seconds arrive up to grace + window later.
         read_until = None if end == math.inf else end + grace + window + 1
         counts = replayer.run(read_entries(directory, None, read_until))
+        intervals = replayer.intervals()
+        if store is not None and intervals:
+            replayer.coverage.store(intervals, None, keep_existing=True)
         self.stdout.write(
             f"frames {counts.frames}, trades {counts.trades}, malformed "
             f"{counts.malformed}, ignored {counts.ignored}, runs {counts.runs}, "
@@ -342,7 +381,7 @@ class Command(BaseCommand):
             f"{counts.candles}, before start {counts.before_start}, dropped late "
             f"{counts.dropped_late}, 1-minute bars {counts.minutes}, quote bars "
             f"{counts.quotes}, rejected "
-            f"{counts.rejected}"
+            f"{counts.rejected}, coverage intervals {len(intervals)}"
         )
         if options["dry_run"]:
             self.stdout.write("dry run: nothing written")
