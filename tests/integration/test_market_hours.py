@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from api.models import Coverage
 from tests.integration import reference
 from tests.integration.clocks import SteerableClock
 from tests.integration.test_collector import collector, feed, received, wait_until
@@ -53,3 +54,14 @@ def test_it_disconnects_at_the_close_and_reconnects_at_the_next_open():
             before = received(app)
             assert wait_until(lambda: received(app) > before + 50, 10)
             assert app.receiver.stats.connection_attempts == 2
+            # Coverage: observed until the close, then from the open - the
+            # weekend is a gap, not a quiet stretch.
+            assert wait_until(
+                lambda: Coverage.objects.filter(ticker__symbol="AAPL").count() == 2, 10
+            )
+            friday, monday = Coverage.objects.filter(ticker__symbol="AAPL").order_by(
+                "start"
+            )
+            assert friday.end_reason == "market_close"
+            assert FRIDAY_CLOSE <= friday.end.timestamp() < FRIDAY_CLOSE + 2
+            assert MONDAY_OPEN <= monday.start.timestamp() < MONDAY_OPEN + 2
