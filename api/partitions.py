@@ -217,6 +217,10 @@ def drop_before(
             rows = cursor.fetchone()[0]
             if not dry_run:
                 with transaction.atomic(using=connection.alias):
+                    # Rows written earlier in an enclosing transaction leave
+                    # deferred foreign-key checks pending on the partition,
+                    # and PostgreSQL refuses to drop it until they have run.
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
                     cursor.execute(f'ALTER TABLE "{table}" DETACH PARTITION "{name}"')
                     cursor.execute(f'DROP TABLE "{name}"')
             dropped.append(Dropped(name, rows))

@@ -110,6 +110,9 @@ def test_it_returns_second_candles_in_the_documented_shape(client, qld):
         "limit_capped": False,
         "truncated": False,
         "next": None,
+        # No collector has recorded coverage of QLD: no gaps can be told.
+        "gaps": [],
+        "coverage_from": {"QLD": None},
     }
 
 

@@ -9,7 +9,7 @@ from io import StringIO
 import pytest
 
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -225,3 +225,24 @@ def test_the_writing_collector_creates_the_coming_partitions_and_watches_default
     )
     with connection.cursor() as cursor:
         assert tomorrow in partitions.partitions(cursor, scheme).values()
+
+
+def test_retention_drops_a_partition_written_in_the_same_open_transaction():
+    """cleanup_old_data called inside a transaction that has just written to a
+    doomed partition (a test's, a script's): the rows' deferred foreign-key
+    checks are settled first, so PostgreSQL lets the partition go."""
+    now = timezone.now()
+    old = now - timedelta(days=3)
+    partitions.ensure(now=old, ahead=0)
+    doomed = f"{TABLE}_p{old:%Y%m%d}"
+    with transaction.atomic():
+        Store("eodhd_ws").write({SECOND: [bar(s) for s in seconds_at(old)]})
+        assert where(seconds_at(old)[0]) == doomed
+        dropped = partitions.drop_before(TABLE, now - timedelta(days=1))
+        assert doomed in [d.name for d in dropped]
+    with connection.cursor() as cursor:
+        assert (
+            doomed
+            not in partitions.partitions(cursor, partitions.BY_TABLE[TABLE]).values()
+        )
+    assert SecondSnapshot.objects.count() == 0

@@ -1,7 +1,7 @@
 """Observed intervals and gaps (api/market/coverage.py), and the writer's
 coverage book (api/collector/coverage.py) without a database."""
 
-from api.collector.coverage import CoverageBook
+from api.collector.coverage import HEARTBEAT, CoverageBook
 from api.market.coverage import (
     end_reason,
     gaps,
@@ -64,7 +64,9 @@ def test_an_interval_is_stored_when_it_opens_and_its_reach_only_once_bars_are():
     assert {i.seen for i in reached} == {110.0}
     b.stored(reached, now=10.0)
     b.progress(112.0)
-    assert b.ready(now=12.0, everything_stored=True) == []  # not a heartbeat yet
+    assert b.ready(now=11.0, everything_stored=True) == []  # not a heartbeat yet
+    beat = b.ready(now=10.0 + HEARTBEAT, everything_stored=True)
+    assert {(i.symbol, i.seen) for i in beat} == {("AAPL", 112.0), ("MSFT", 112.0)}
 
 
 def test_an_ended_interval_waits_for_its_bars_then_is_stored_with_its_reason():
