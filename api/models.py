@@ -143,6 +143,11 @@ class TickCandle100(models.Model):
     source = models.CharField(
         max_length=20, choices=Source.choices, default=Source.EODHD_WS
     )
+    spans_gap = models.BooleanField(
+        default=False,
+        help_text="Its trades span time no collector observed (backfill_gaps): "
+        "they are not 100 consecutive trades of the tape.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -318,3 +323,71 @@ class Coverage(models.Model):
     def until(self):
         """Where the interval stops: its end, or while open how far it reaches."""
         return self.end if self.end is not None else self.seen_through
+
+
+class BackfillStatus(models.TextChoices):
+    DONE = "done", "stored"
+    PARTIAL = "partial", "interrupted (API budget): fetched again by the next run"
+    UNPUBLISHED = "unpublished", "tick history not published yet (404)"
+    FAILED = "failed", "failed: see the error"
+
+
+class Backfill(models.Model):
+    """One range of EODHD's tick history fetched by backfill_gaps to rebuild the
+    bars of unobserved seconds (docs/coverage.md): what it cost, what it filled,
+    and how the live bars around it compare with the tape."""
+
+    ticker = models.ForeignKey(
+        Ticker, on_delete=models.CASCADE, related_name="backfills"
+    )
+    stream = models.CharField(max_length=16, default="us")
+    start = models.DateTimeField(help_text="Whole second, inclusive.")
+    end = models.DateTimeField(help_text="Whole second, exclusive.")
+    status = models.CharField(max_length=12, choices=BackfillStatus.choices)
+    requests = models.PositiveIntegerField(default=0)
+    calls = models.PositiveIntegerField(default=0, help_text="API calls spent.")
+    ticks = models.PositiveIntegerField(
+        default=0, help_text="Trades after de-duplication."
+    )
+    seconds_filled = models.PositiveIntegerField(default=0)
+    minutes_rebuilt = models.PositiveIntegerField(default=0)
+    compared_seconds = models.PositiveIntegerField(
+        default=0, help_text="Seconds observed live that the fetched tape also covers."
+    )
+    live_volume = models.DecimalField(**VOLUME, default=0)
+    tape_volume = models.DecimalField(**VOLUME, default=0)
+    close_mismatches = models.PositiveIntegerField(default=0)
+    max_close_diff = models.DecimalField(**PRICE, null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_backfill"
+        ordering = ["ticker", "start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ticker", "stream", "start", "end"], name="uniq_backfill_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ticker_id} {self.start:%Y-%m-%d %H:%M:%S} {self.status}"
+
+
+class ApiUsage(models.Model):
+    """EODHD API calls spent per key and UTC day, shared by every process on the
+    database (api/budget.py). The key is stored as a digest, never itself."""
+
+    key = models.CharField(max_length=64, help_text="sha256 of the API key, in hex.")
+    day = models.DateField()
+    calls = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_usage"
+        constraints = [
+            models.UniqueConstraint(fields=["key", "day"], name="uniq_api_usage_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key[:8]} {self.day}: {self.calls}"

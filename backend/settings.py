@@ -151,6 +151,12 @@ EODHD_WS_URL = env_url(
     "EODHD_WS_URL", "wss://ws.eodhistoricaldata.com/ws/us", ("ws", "wss")
 )
 EODHD_API_BASE = env_url("EODHD_API_BASE", "https://eodhd.com/api", ("http", "https"))
+# The account's daily API calls, shared by every process on the key through the
+# database (api/budget.py), and what one tick-history request costs.
+EODHD_DAILY_CALLS = env_int("EODHD_DAILY_CALLS", 100_000, 1)
+EODHD_TICKS_CALL_COST = env_int("EODHD_TICKS_CALL_COST", 10, 1)
+# Rows one tick-history response holds at most (a shorter page ends a range).
+EODHD_TICKS_PAGE_ROWS = env_int("EODHD_TICKS_PAGE_ROWS", 10_000, 1)
 
 # Collector tuning (command-line options override these).
 COLLECTOR_GRACE_SECONDS = env_float("COLLECTOR_GRACE_SECONDS", 2.0, 0.0)

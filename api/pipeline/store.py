@@ -80,11 +80,19 @@ class Store(RowContext):
     replay does not know (scores, source) as stored."""
 
     def __init__(
-        self, source: str, *, fence: Fence | None = None, replay: bool = False
+        self,
+        source: str,
+        *,
+        fence: Fence | None = None,
+        replay: bool = False,
+        keep_scores: bool = False,
     ) -> None:
         self.source = source
         self.fence = fence
         self.replay = replay
+        # A backfill rebuilds prices and volumes but knows no scores: a row's
+        # real-time scores stay as stored, its source becomes the backfill's.
+        self.keep_scores = keep_scores
         self._ticker_ids: dict[str, int] = {}
         self._limits = {kind.model: _limits(kind.model) for kind in KINDS}
         self._nulled: Counter | None = None
@@ -148,11 +156,16 @@ class Store(RowContext):
         fence = self.fence
         if fence is not None and not fence.holds():
             raise LockLost("the session holding the writer lock is gone")
+        if self.replay:
+            fields = kind.replay_fields()
+        elif self.keep_scores:
+            fields = tuple(
+                f for f in kind.fields if f == "source" or f not in kind.keep_on_replay
+            )
+        else:
+            fields = kind.fields
         kind.model.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=kind.unique,
-            update_fields=kind.replay_fields() if self.replay else kind.fields,
+            rows, update_conflicts=True, unique_fields=kind.unique, update_fields=fields
         )
         out.statements += 1
         if fence is not None:

@@ -7,6 +7,16 @@ socket, one JSON object per text frame, status frames keyed `status` or
 403/422/500, malformed frames, late prints) and records everything it sent so a
 test can build its own reference from `sent_trades()`.
 
+It also keeps the tape of every US trade it generates and serves it the way
+EODHD's tick history does, over plain HTTP on the same port: `GET
+/api/ticks/?s=AAPL&from=..&to=..&limit=..&fmt=json&api_token=..` (see
+`FeedServer.api_url` and `_ticks`). With `SimOptions.holes` (or `set_hole()`)
+some trades go on the tape but to no connection, so a test can make a stream
+with holes and backfill them from the tape. `set_outage()` is the feed's own
+outage: every connection drops, handshakes are refused (HTTP 503), and the
+market goes on - trades for the symbols that were subscribed keep going on the
+tape - until the outage ends; the collector's coverage then records a real gap.
+
 No Django here: the module is used in-process by tests and by `--demo`.
 """
 
@@ -20,18 +30,22 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from api.market import calendar
+from api.market.ticks import DARK_POOL_VENUE, codes_to_letters
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +151,21 @@ class SimOptions:
     reject_handshake: list[int | None] | None = None  # HTTP status per attempt
     retry_after: float | None = None  # a Retry-After header on each HTTP 429
     clock: Callable[[], float] = time.time  # epoch seconds, for `t`
+    # -- the tape and the tick history (GET /api/ticks/) ----------------------
+    # US trades whose `t` falls in one of these [start, end) epoch-second spans
+    # are generated and put on the tape but sent on no connection (they count
+    # in held_trades(), not in sent_trades() or max_trades).
+    holes: tuple[tuple[float, float], ...] = ()
+    tape_max_rows: int = 500_000  # per symbol; the oldest rows go first
+    ticks_page_limit: int = 10_000  # rows per response at most (EODHD: ~10,000)
+    # 404 (not published yet) for every symbol (True) or for these symbols.
+    ticks_unpublished: bool | tuple[str, ...] = False
+    # A forced HTTP status per tick request (0 = first); None: answer normally.
+    # A 429 carries Retry-After (retry_after, or 1 when that is None).
+    ticks_statuses: list[int | None] | None = None
+    # Tick requests (0 = first) whose body is cut in the middle: Content-Length
+    # promises the whole body, half of it is sent, then the connection closes.
+    ticks_truncate: tuple[int, ...] = ()
 
 
 @dataclass
@@ -163,6 +192,33 @@ class ConnectionRecord:
 class SentFrame:
     connection: int
     frame: dict
+
+
+@dataclass(frozen=True)
+class TapeRow:
+    """One US trade on the tape, as the tick history serves it."""
+
+    symbol: str
+    ts: int  # the frame's `t`
+    price: float | int  # the frame's `p`
+    shares: float | int  # the frame's `v`
+    mkt: str  # a venue letter; "D" (FINRA TRF) for the frame's dark-pool prints
+    sl: str  # the frame's codes as sale-condition letters (api.market.ticks)
+    seq: int  # per symbol, from 1, in generation order
+    conditions: tuple[int, ...]  # the codes the frame carried
+    held: bool  # generated in a hole: sent on no connection
+    sub_mkt: str = ""
+
+
+@dataclass
+class TickRequest:
+    """One GET /api/ticks/ request and its answer."""
+
+    index: int
+    query: dict[str, str]
+    status: int | None = None
+    rows: int = 0
+    truncated: bool = False
 
 
 class PriceBook:
@@ -330,6 +386,33 @@ class FrameFactory:
         return template.format(s=symbol, t=int(self.options.clock() * 1000))
 
 
+# Venue letters for lit prints on the tape (dark-pool prints are "D").
+VENUES = ("Q", "Q", "Q", "N", "P", "Z", "K", "V", "X", "Y", "J", "A", "B", "H", "U")
+
+
+@functools.lru_cache(maxsize=256)
+def _letters(codes: tuple[int, ...]) -> str:
+    return codes_to_letters(codes)
+
+
+def _tape_order(row: TapeRow) -> tuple[int, int]:
+    return row.ts, row.seq
+
+
+def _json_response(status: int, payload: object) -> Response:
+    body = orjson.dumps(payload)
+    status = HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Date", formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
 def _per_connection(values: list[int | None] | None, index: int) -> int | None:
     if values is None or index >= len(values):
         return None
@@ -375,6 +458,20 @@ class FeedServer:
         self._reserved = 0  # trades being sent right now, for max_trades
         self._handshakes = 0
         self._silent = False
+        self._hole = False  # set_hole(): trades go on the tape only
+        # The tape: symbol -> rows; a per-symbol sequence number; its own Random
+        # (venues) so the connections' seeded output stays what it was.
+        self._tape: dict[str, deque[TapeRow]] = {}
+        self._tape_seq: dict[str, int] = {}
+        self._tape_rng = random.Random(
+            None if self.options.seed is None else f"{self.options.seed}:tape"
+        )
+        self._held: list[SentFrame] = []
+        self._held_count = 0
+        # set_outage(): the tape goes on for these symbols, nothing is accepted.
+        self._outage: threading.Event | None = None
+        self._outage_thread: threading.Thread | None = None
+        self._tick_log: list[TickRequest] = []
         self._stopping = threading.Event()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -404,6 +501,7 @@ class FeedServer:
         if self._server is None:
             return
         self._stopping.set()
+        self.set_outage(False)
         with self._lock:
             lives = list(self._live.values())
         for live in lives:
@@ -426,6 +524,12 @@ class FeedServer:
 
     def url_for(self, feed: str) -> str:
         return f"ws://{self.host}:{self.port}/ws/{feed}"
+
+    @property
+    def api_url(self) -> str:
+        """The base of the HTTP API, like https://eodhd.com/api: the tick
+        history is `{api_url}/ticks/`."""
+        return f"http://{self.host}:{self.port}/api"
 
     # -- observation (thread-safe) ---------------------------------------------
 
@@ -474,6 +578,43 @@ class FeedServer:
         with self._changed:
             return self._changed.wait_for(lambda: len(self._records) >= n, timeout)
 
+    @property
+    def trades_held(self) -> int:
+        """US trades generated in a hole: on the tape, sent nowhere."""
+        with self._lock:
+            return self._held_count
+
+    def held_trades(self, connection: int | None = None) -> list[dict]:
+        """The frames generated in holes (kept when keep_sent is on), in order."""
+        with self._lock:
+            return [
+                s.frame
+                for s in self._held
+                if connection is None or s.connection == connection
+            ]
+
+    def tape(self, symbol: str | None = None) -> list[TapeRow]:
+        """The tape (every US trade generated, sent or held), by (ts, seq)."""
+        with self._lock:
+            if symbol is None:
+                rows = [row for rows in self._tape.values() for row in rows]
+            else:
+                rows = list(self._tape.get(symbol, ()))
+        rows.sort(key=_tape_order)
+        return rows
+
+    @property
+    def ticks_requests(self) -> int:
+        """Tick-history requests answered so far, whatever the answer (the API
+        calls a client spent)."""
+        with self._lock:
+            return len(self._tick_log)
+
+    def tick_requests(self) -> list[TickRequest]:
+        """What each tick-history request asked and got, in order."""
+        with self._lock:
+            return [replace(r, query=dict(r.query)) for r in self._tick_log]
+
     # -- control -------------------------------------------------------------
 
     def set_glitch(self, symbol: str, price: float | None) -> None:
@@ -483,6 +624,86 @@ class FeedServer:
             self._factory.glitches.pop(symbol, None)
         else:
             self._factory.glitches[symbol] = price
+
+    def set_hole(self, flag: bool) -> None:
+        """From now on (until set_hole(False)) US trades go on the tape but are
+        sent on no connection - an outage the tick history can fill."""
+        with self._lock:
+            self._hole = flag
+
+    def set_outage(self, flag: bool) -> None:
+        """The feed goes down (True): every open connection is cut, handshakes
+        get HTTP 503, and trades for the US symbols subscribed at that moment go
+        on being made - on the tape only - at the usual rate. False: it is back."""
+        if not flag:
+            with self._lock:
+                stop, thread = self._outage, self._outage_thread
+                self._outage = self._outage_thread = None
+            if stop is not None:
+                stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+            return
+        with self._lock:
+            if self._outage is not None:
+                return
+            stop = self._outage = threading.Event()
+            lives = [v for v in self._live.values() if v.record.ended is None]
+            symbols = sorted(
+                {s for v in lives if v.record.feed == "us" for s in v.symbols}
+            )
+        for live in lives:
+            self._abort(live, "outage")
+        thread = threading.Thread(
+            target=self._outage_loop,
+            args=(stop, symbols),
+            name="eodhd-sim-outage",
+            daemon=True,
+        )
+        with self._lock:
+            self._outage_thread = thread
+        thread.start()
+
+    def _outage_loop(self, stop: threading.Event, symbols: list[str]) -> None:
+        """Trades during an outage: made as a connection would make them, put
+        on the tape, sent nowhere."""
+        if not symbols or self.options.rate <= 0:
+            return
+        seed = self.options.seed
+        rng = random.Random(None if seed is None else f"{seed}:outage:{symbols}")
+        interval = 1.0 / self.options.rate
+        while not stop.wait(interval) and not self._stopping.is_set():
+            frame = self._factory.frame("us", rng.choice(symbols), rng)
+            self._put_on_tape(-1, frame, hold=True)
+
+    def record_tape(
+        self, symbols: list[str], start: float, end: float, rate: float
+    ) -> int:
+        """Put `rate` trades a second (across `symbols`) on the tape for
+        [start, end) epoch seconds, as if the market had traded then while no
+        one listened: a past day for the tick history to serve, at once. The
+        trades are made as a connection makes them (prices walk on, conditions,
+        sizes, venues); the number put on the tape."""
+        if not symbols or rate <= 0 or end <= start:
+            return 0
+        seed = self.options.seed
+        rng = random.Random(None if seed is None else f"{seed}:tape:{start}")
+        at = start
+        factory = FrameFactory(
+            replace(self.options, clock=lambda: at, jitter_ms=0, late_prob=0.0),
+            self._factory.prices,
+        )
+        count = 0
+        start_ms, end_ms = round(start * 1000), round(end * 1000)
+        t_ms = start_ms
+        while t_ms < end_ms:
+            at = t_ms / 1000
+            frame = factory.frame("us", rng.choice(symbols), rng)
+            frame["t"] = t_ms  # exact: `at` in float seconds may round down
+            self._put_on_tape(-1, frame, hold=True)
+            count += 1
+            t_ms = start_ms + round(count * 1000 / rate)
+        return count
 
     def set_silent(self, flag: bool) -> None:
         """Stop (or resume) data on every connection; sockets stay open."""
@@ -539,9 +760,17 @@ class FeedServer:
     def _process_request(
         self, ws: ServerConnection, request: Request
     ) -> Response | None:
+        if urlsplit(request.path).path.startswith("/api/"):
+            # Plain HTTP on the WebSocket's port: websockets calls this hook for
+            # any request, Upgrade header or not, and sends back the Response
+            # it returns (then closes the connection).
+            return self._api(request)
         with self._lock:
             attempt = self._handshakes
             self._handshakes += 1
+            down = self._outage is not None
+        if down:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Outage\n")
         forced = _per_connection(self.options.reject_handshake, attempt)
         if forced is not None:
             response = ws.respond(forced, "Rejected by the simulator\n")
@@ -728,12 +957,16 @@ class FeedServer:
             others = [s for s in EXTRA_SYMBOLS if s not in symbols]
             if others:
                 frame = self._factory.frame(record.feed, rng.choice(others), rng)
+                if self._on_tape(record, frame):
+                    return True  # held: on the tape only
                 if not self._send_text(live, orjson.dumps(frame).decode()):
                     return False
                 with self._lock:
                     record.extras_sent += 1
                 return True
         frame = self._factory.frame(record.feed, rng.choice(symbols), rng)
+        if self._on_tape(record, frame):
+            return True  # held: on the tape only
         with self._lock:
             self._reserved += 1
         sent = self._send_text(live, orjson.dumps(frame).decode())
@@ -752,6 +985,137 @@ class FeedServer:
             self._abort(live, "dropped")
             return False
         return True
+
+    def _on_tape(self, record: ConnectionRecord, frame: dict) -> bool:
+        """Puts a US trade on the tape; True when it is held (in a hole): the
+        caller then sends it nowhere. Other feeds' frames are not trades."""
+        if record.feed != "us":
+            return False
+        return self._put_on_tape(record.index, frame)
+
+    def _put_on_tape(self, connection: int, frame: dict, hold: bool = False) -> bool:
+        symbol, t = frame["s"], frame["t"]
+        letters = _letters(tuple(frame["c"]))
+        in_hole = any(
+            start * 1000 <= t < end * 1000 for start, end in self.options.holes
+        )
+        with self._changed:
+            held = hold or in_hole or self._hole
+            seq = self._tape_seq.get(symbol, 0) + 1
+            self._tape_seq[symbol] = seq
+            rows = self._tape.get(symbol)
+            if rows is None:
+                rows = deque(maxlen=max(1, self.options.tape_max_rows))
+                self._tape[symbol] = rows
+            venue = DARK_POOL_VENUE if frame["dp"] else self._tape_rng.choice(VENUES)
+            rows.append(
+                TapeRow(
+                    symbol=symbol,
+                    ts=t,
+                    price=frame["p"],
+                    shares=frame["v"],
+                    mkt=venue,
+                    sl=letters,
+                    seq=seq,
+                    conditions=tuple(frame["c"]),
+                    held=held,
+                )
+            )
+            if held:
+                self._held_count += 1
+                if self.options.keep_sent:
+                    self._held.append(SentFrame(connection, frame))
+                self._changed.notify_all()
+        return held
+
+    # -- the HTTP API (tick history) -------------------------------------------
+
+    def _api(self, request: Request) -> Response:
+        """Answers a plain HTTP request under /api/ (runs in the handshake)."""
+        parts = urlsplit(request.path)
+        if parts.path.rstrip("/") != "/api/ticks":
+            return _json_response(HTTPStatus.NOT_FOUND, {"error": "Not found"})
+        if request.method != "GET":
+            return _json_response(
+                HTTPStatus.METHOD_NOT_ALLOWED, {"error": "Method not allowed"}
+            )
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        with self._lock:
+            index = len(self._tick_log)
+            entry = TickRequest(index=index, query=query)
+            self._tick_log.append(entry)  # counted now, completed below
+        response, rows = self._ticks(index, query)
+        truncated = index in self.options.ticks_truncate and response.status_code == 200
+        if truncated:
+            # The headers promise the whole body; half of it goes out, then
+            # websockets closes the connection.
+            response.body = response.body[: len(response.body) // 2]
+        with self._lock:
+            entry.status = response.status_code
+            entry.rows = rows
+            entry.truncated = truncated
+        return response
+
+    def _ticks(self, index: int, query: dict[str, str]) -> tuple[Response, int]:
+        """GET /api/ticks/: the tape rows of `s` with from <= ts/1000 < to."""
+        opts = self.options
+        forced = _per_connection(opts.ticks_statuses, index)
+        if forced is not None:
+            response = _json_response(
+                forced, {"error": HTTPStatus(forced).phrase, "code": forced}
+            )
+            if forced == HTTPStatus.TOO_MANY_REQUESTS:
+                after = opts.retry_after if opts.retry_after is not None else 1
+                response.headers["Retry-After"] = f"{after:g}"
+            return response, 0
+        if not self._token_ok(query.get("api_token", "")):
+            return _json_response(
+                HTTPStatus.UNAUTHORIZED, {"error": "Unauthenticated"}
+            ), 0
+        symbol = query.get("s", "").strip().upper().removesuffix(".US")
+        problem = None
+        try:
+            from_s = int(query["from"])
+            to_s = int(query["to"])
+            limit = int(query.get("limit", opts.ticks_page_limit))
+        except (KeyError, ValueError):
+            problem = "from and to (epoch seconds) and limit must be integers"
+        else:
+            if not symbol:
+                problem = "s (the symbol) is required"
+            elif limit <= 0:
+                problem = "limit must be positive"
+            elif query.get("fmt", "json") != "json":
+                problem = "only fmt=json is served"
+        if problem is not None:
+            return _json_response(
+                HTTPStatus.UNPROCESSABLE_ENTITY, {"error": problem}
+            ), 0
+        unpublished = opts.ticks_unpublished
+        if unpublished is True or (
+            not isinstance(unpublished, bool)
+            and symbol in {s.upper().removesuffix(".US") for s in unpublished}
+        ):
+            return _json_response(
+                HTTPStatus.NOT_FOUND,
+                {"error": f"No tick data for {symbol}.US yet", "code": 404},
+            ), 0
+        limit = min(limit, opts.ticks_page_limit)
+        start, end = from_s * 1000, to_s * 1000
+        with self._lock:
+            rows = [r for r in self._tape.get(symbol, ()) if start <= r.ts < end]
+        rows.sort(key=_tape_order)
+        del rows[limit:]
+        body = {
+            "ts": [r.ts for r in rows],
+            "price": [r.price for r in rows],
+            "shares": [r.shares for r in rows],
+            "mkt": [r.mkt for r in rows],
+            "sl": [r.sl for r in rows],
+            "seq": [r.seq for r in rows],
+            "sub_mkt": [r.sub_mkt for r in rows],
+        }
+        return _json_response(HTTPStatus.OK, body), len(rows)
 
     def _send_text(self, live: _Live, text: str) -> bool:
         try:

@@ -1,0 +1,168 @@
+"""python manage.py backfill_gaps — rebuild the bars of the seconds no collector
+observed, from EODHD's US tick history (api/backfill.py, docs/coverage.md).
+
+EODHD publishes a day's tick history on the next trading day, so the default is
+the previous trading day's session. Run it from a timer after that (the systemd
+unit in deploy/systemd/ does); a run is idempotent and resumable: ranges already
+stored are skipped, and a run stopped by the budget, a 404 or a signal goes on
+from there the next time.
+
+Exit status: 0 when every range is stored or can only be fetched later (not
+published yet, the day's API budget spent: it says so); 1 when a range failed
+after its retries; 2 on a bad option.
+"""
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from api import backfill, budget
+from api.market import calendar
+from api.market.conditions import MODES
+from api.models import Coverage, Ticker
+
+
+def previous_trading_day(today: date) -> date:
+    day = today - timedelta(days=1)
+    while not calendar.is_trading_day(day):
+        day -= timedelta(days=1)
+    return day
+
+
+def _instant(text: str, name: str) -> int:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{name}={text!r} is not an ISO 8601 date-time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
+
+
+class Command(BaseCommand):
+    help = "Rebuild the bars of unobserved seconds from EODHD's tick history."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--date",
+            help="the trading day (YYYY-MM-DD; default: the previous trading day)",
+        )
+        parser.add_argument(
+            "--session",
+            choices=("regular", "extended"),
+            default="regular",
+            help="which part of the day: 09:30-16:00 ET, or 04:00-20:00 ET "
+            "(default %(default)s)",
+        )
+        parser.add_argument("--from", dest="start", help="instead of --date: start")
+        parser.add_argument("--to", dest="end", help="instead of --date: end")
+        parser.add_argument(
+            "--symbols", help="comma-separated (default: every symbol with coverage)"
+        )
+        parser.add_argument(
+            "--conditions",
+            choices=MODES,
+            default=settings.COLLECTOR_CONDITIONS,
+            help="trade-condition rules, as live (default %(default)s)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="plan and count; fetch nothing"
+        )
+
+    def handle(self, *args, **options):
+        start, end = self._window(options)
+        stream = "us"
+        if options["symbols"]:
+            names = [
+                s.strip().upper() for s in options["symbols"].split(",") if s.strip()
+            ]
+            tickers = list(Ticker.objects.filter(symbol__in=names).order_by("symbol"))
+            missing = sorted(set(names) - {t.symbol for t in tickers})
+            if missing:
+                raise CommandError(f"unknown symbols: {', '.join(missing)}")
+        else:
+            with_coverage = Coverage.objects.filter(stream=stream).values("ticker_id")
+            tickers = list(
+                Ticker.objects.filter(pk__in=with_coverage).order_by("symbol")
+            )
+        api_key = settings.EODHD_API_KEY
+        if not api_key and not options["dry_run"]:
+            raise CommandError("EODHD_API_KEY is not set")
+        client = backfill.TickClient(
+            settings.EODHD_API_BASE,
+            api_key,
+            cost=settings.EODHD_TICKS_CALL_COST,
+            daily_calls=settings.EODHD_DAILY_CALLS,
+            page_rows=settings.EODHD_TICKS_PAGE_ROWS,
+        )
+        report = backfill.Report()
+        window = f"{_iso(start)} → {_iso(end)}"
+        self.stdout.write(f"🩹 backfill {window}: {len(tickers)} symbols")
+        stopped = ""
+        for ticker in tickers:
+            try:
+                backfill.backfill(
+                    ticker,
+                    stream,
+                    start,
+                    end,
+                    client,
+                    options["conditions"],
+                    report,
+                    dry_run=options["dry_run"],
+                )
+            except backfill.Unpublished:
+                stopped = (
+                    "the tick history of that day is not published yet: run again later"
+                )
+                break
+            except backfill.OutOfBudget as exc:
+                stopped = f"{exc}: the rest is done by the next run"
+                break
+        used = budget.used(api_key) if api_key else 0
+        self.stdout.write(
+            f"ranges {report.ranges} (already done {report.skipped}), requests "
+            f"{report.requests}, API calls {report.calls} (today {used} of "
+            f"{settings.EODHD_DAILY_CALLS}), ticks {report.ticks}, seconds filled "
+            f"{report.seconds_filled}, minutes rebuilt {report.minutes_rebuilt}, "
+            f"100-trade bars marked {report.candles_marked}"
+        )
+        if options["dry_run"]:
+            self.stdout.write("dry run: nothing fetched")
+        if stopped:
+            self.stdout.write(f"⏸️ stopped: {stopped}")
+        for failure in report.failed:
+            self.stderr.write(f"❌ {failure}")
+        if report.failed:
+            raise SystemExit(1)
+
+    def _window(self, options) -> tuple[int, int]:
+        if options["start"] or options["end"]:
+            if options["date"]:
+                raise CommandError("give --date or --from/--to, not both")
+            if not (options["start"] and options["end"]):
+                raise CommandError("--from and --to go together")
+            start = _instant(options["start"], "--from")
+            end = _instant(options["end"], "--to")
+            if start >= end:
+                raise CommandError("--from must be before --to")
+            return start, end
+        if options["date"]:
+            try:
+                day = date.fromisoformat(options["date"])
+            except ValueError:
+                raise CommandError(
+                    f"--date={options['date']!r} is not YYYY-MM-DD"
+                ) from None
+        else:
+            day = previous_trading_day(datetime.now(tz=UTC).date())
+        bounds = calendar.session_bounds(day, extended=options["session"] == "extended")
+        if bounds is None:
+            raise CommandError(f"{day} is not a trading day")
+        return int(bounds[0].timestamp()), math.ceil(bounds[1].timestamp())
+
+
+def _iso(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).isoformat().replace("+00:00", "Z")
