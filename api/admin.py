@@ -1,7 +1,12 @@
+from datetime import UTC, date, datetime
+
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.functional import cached_property
 
+from api import quality
 from api.models import (
     Coverage,
     MinuteSnapshot,
@@ -230,6 +235,7 @@ class CoverageAdmin(CollectorWrittenAdmin):
     list_filter = ["ticker", "stream", "end_reason", "start", "source"]
     search_fields = ["ticker__symbol", "collector"]
     ordering = ["-start"]
+    change_list_template = "admin/api/coverage/change_list.html"
 
     @admin.display(description="end", ordering="end")
     def end_or_open(self, obj: Coverage) -> str:
@@ -242,6 +248,44 @@ class CoverageAdmin(CollectorWrittenAdmin):
         seconds = (obj.until - obj.start).total_seconds()
         hours, rest = divmod(int(seconds), 3600)
         return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.quality_view)
+        return [
+            path("quality/", view, name="api_coverage_quality"),
+            *super().get_urls(),
+        ]
+
+    def quality_view(self, request):
+        """One session's data-quality report (api/quality.py)."""
+        from api.management.commands.backfill_gaps import previous_trading_day
+
+        session = request.GET.get("session", "regular")
+        extended = session == "extended"
+        error, rows, day = "", [], None
+        try:
+            day = date.fromisoformat(request.GET["date"])
+        except KeyError:
+            day = previous_trading_day(datetime.now(tz=UTC).date())
+        except ValueError:
+            error = "The date must be YYYY-MM-DD."
+        if day is not None:
+            try:
+                start, end = quality.session_window(day, extended)
+            except ValueError as exc:
+                error = str(exc)
+            else:
+                rows = quality.report(start, end)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Data quality",
+            "day": day,
+            "session": "extended" if extended else "regular",
+            "rows": rows,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/api/coverage/quality.html", context)
 
 
 @admin.register(OHLCVTick)
