@@ -319,3 +319,22 @@ def test_the_previous_trading_day_is_the_default():
     assert previous_trading_day(monday) == monday - timedelta(days=3)  # Friday
     # Thanksgiving (Thu 26 Nov 2026) is not a trading day.
     assert previous_trading_day(datetime(2026, 11, 27).date()).day == 25
+
+
+def test_days_backfills_the_last_trading_days_oldest_first(settings):
+    from api.management.commands.backfill_gaps import previous_trading_day
+    from api.market import calendar
+
+    settings.EODHD_API_KEY = KEY
+    output = backfill("--days", "3", "--dry-run")
+    day, expected = datetime.now(tz=UTC).date(), []
+    for _ in range(3):
+        day = previous_trading_day(day)
+        opens, closes = calendar.session_bounds(day)
+        expected.append(
+            f"🩹 backfill {opens:%Y-%m-%dT%H:%M:%SZ} → {closes:%Y-%m-%dT%H:%M:%SZ}: "
+            "0 symbols"
+        )
+    assert [line for line in output.splitlines() if "🩹" in line] == expected[::-1]
+    with pytest.raises(Exception, match="not several"):
+        backfill("--days", "2", "--date", "2026-03-02")

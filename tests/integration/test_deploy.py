@@ -446,7 +446,12 @@ def test_it_restarts_the_collector_template_with_per_instance_symbols():
 
 @pytest.mark.parametrize(
     "name",
-    ["collector@.service", "collector-web.service", "cleanup-old-data.service"],
+    [
+        "collector@.service",
+        "collector-web.service",
+        "cleanup-old-data.service",
+        "backfill-gaps.service",
+    ],
 )
 def test_it_hardens_every_service_unit(name):
     unit = read_unit(name)
@@ -489,3 +494,25 @@ def test_it_cleans_up_old_data_daily_from_a_timer():
     assert one(timer, "Timer", "Persistent") == "true"
     assert one(timer, "Timer", "Unit") == "cleanup-old-data.service"
     assert one(timer, "Install", "WantedBy") == "timers.target"
+
+
+def test_it_backfills_gaps_twice_a_day_from_a_timer():
+    service = read_unit("backfill-gaps.service")
+    assert one(service, "Service", "Type") == "oneshot"
+    assert one(service, "Service", "ExecStart") == (
+        "/opt/eodhd-collector/.venv/bin/python manage.py backfill_gaps --days 3"
+    )
+    timer = read_unit("backfill-gaps.timer")
+    calendar = one(timer, "Timer", "OnCalendar")
+    assert calendar == "Mon..Sat *-*-* 10,14:00:00 UTC"
+    assert one(timer, "Timer", "Persistent") == "true"
+    assert one(timer, "Timer", "Unit") == "backfill-gaps.service"
+    assert one(timer, "Install", "WantedBy") == "timers.target"
+    if shutil.which("systemd-analyze"):
+        checked = subprocess.run(
+            ["systemd-analyze", "calendar", calendar],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr

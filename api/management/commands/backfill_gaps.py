@@ -56,6 +56,13 @@ class Command(BaseCommand):
             help="which part of the day: 09:30-16:00 ET, or 04:00-20:00 ET "
             "(default %(default)s)",
         )
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=1,
+            help="instead of --date: the N previous trading days (default 1); "
+            "days already done cost nothing",
+        )
         parser.add_argument("--from", dest="start", help="instead of --date: start")
         parser.add_argument("--to", dest="end", help="instead of --date: end")
         parser.add_argument(
@@ -72,7 +79,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        start, end = self._window(options)
+        windows = self._windows(options)
         stream = "us"
         if options["symbols"]:
             names = [
@@ -98,28 +105,33 @@ class Command(BaseCommand):
             page_rows=settings.EODHD_TICKS_PAGE_ROWS,
         )
         report = backfill.Report()
-        window = f"{_iso(start)} → {_iso(end)}"
-        self.stdout.write(f"🩹 backfill {window}: {len(tickers)} symbols")
         stopped = ""
-        for ticker in tickers:
-            try:
-                backfill.backfill(
-                    ticker,
-                    stream,
-                    start,
-                    end,
-                    client,
-                    options["conditions"],
-                    report,
-                    dry_run=options["dry_run"],
-                )
-            except backfill.Unpublished:
-                stopped = (
-                    "the tick history of that day is not published yet: run again later"
-                )
-                break
-            except backfill.OutOfBudget as exc:
-                stopped = f"{exc}: the rest is done by the next run"
+        for start, end in windows:
+            window = f"{_iso(start)} → {_iso(end)}"
+            self.stdout.write(f"🩹 backfill {window}: {len(tickers)} symbols")
+            for ticker in tickers:
+                try:
+                    backfill.backfill(
+                        ticker,
+                        stream,
+                        start,
+                        end,
+                        client,
+                        options["conditions"],
+                        report,
+                        dry_run=options["dry_run"],
+                    )
+                except backfill.Unpublished:
+                    # That day is not out yet: later symbols would 404 too.
+                    stopped = (
+                        f"the tick history from {_iso(start)[:10]} on is not "
+                        "published yet: run again later"
+                    )
+                    break
+                except backfill.OutOfBudget as exc:
+                    stopped = f"{exc}: the rest is done by the next run"
+                    break
+            if stopped:
                 break
         used = budget.used(api_key) if api_key else 0
         self.stdout.write(
@@ -137,6 +149,21 @@ class Command(BaseCommand):
             self.stderr.write(f"❌ {failure}")
         if report.failed:
             raise SystemExit(1)
+
+    def _windows(self, options) -> list[tuple[int, int]]:
+        """The windows to backfill, oldest first."""
+        days = options["days"]
+        if days < 1:
+            raise CommandError("--days must be at least 1")
+        if days > 1:
+            if options["date"] or options["start"] or options["end"]:
+                raise CommandError("give --days, --date or --from/--to, not several")
+            day, out = datetime.now(tz=UTC).date(), []
+            for _ in range(days):
+                day = previous_trading_day(day)
+                out.append(self._session(day, options))
+            return out[::-1]
+        return [self._window(options)]
 
     def _window(self, options) -> tuple[int, int]:
         if options["start"] or options["end"]:
@@ -158,6 +185,9 @@ class Command(BaseCommand):
                 ) from None
         else:
             day = previous_trading_day(datetime.now(tz=UTC).date())
+        return self._session(day, options)
+
+    def _session(self, day: date, options) -> tuple[int, int]:
         bounds = calendar.session_bounds(day, extended=options["session"] == "extended")
         if bounds is None:
             raise CommandError(f"{day} is not a trading day")
