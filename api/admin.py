@@ -8,6 +8,7 @@ from django.utils.functional import cached_property
 
 from api import quality
 from api.models import (
+    Backfill,
     Coverage,
     MinuteSnapshot,
     OHLCVTick,
@@ -214,6 +215,29 @@ class QuoteSnapshotAdmin(CollectorWrittenAdmin):
         ),
         ("Bookkeeping", {"fields": ["created_at", "updated_at"]}),
     ]
+
+
+@admin.register(Backfill)
+class BackfillAdmin(CollectorWrittenAdmin):
+    """The ranges backfill_gaps fetched from the tick history: cost, what they
+    filled, and live bars against the tape (docs/coverage.md)."""
+
+    list_display = [
+        "ticker",
+        "start",
+        "end",
+        "status",
+        "requests",
+        "calls",
+        "ticks",
+        "seconds_filled",
+        "minutes_rebuilt",
+        "compared_seconds",
+        "close_mismatches",
+        "error",
+    ]
+    list_filter = ["ticker", "status", "start"]
+    ordering = ["-start"]
 
 
 @admin.register(Coverage)

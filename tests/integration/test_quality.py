@@ -145,3 +145,10 @@ def test_the_admin_shows_the_report_and_links_to_it(admin_client, day):
 def test_the_report_page_is_for_staff_only(client):
     response = client.get("/admin/api/coverage/quality/", {"date": DAY})
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_the_admin_lists_the_backfilled_ranges(admin_client, day):
+    page = admin_client.get("/admin/api/backfill/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "not published yet" in html and "AAPL" in html
