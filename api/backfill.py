@@ -231,6 +231,17 @@ class TickClient:
         while True:
             page = self.page(symbol, from_s, end, tape)
             out.extend(dedupe.add_page(page))
+            if page.skipped or page.unknown_letters:
+                # A new sale-condition letter counts as a regular sale until the
+                # table (api/market/ticks.py) knows it: say so, once a page.
+                logger.warning(
+                    "⚠️ %s tick history: %d rows skipped %s, unknown letters %s",
+                    symbol,
+                    page.skipped,
+                    dict(page.reasons),
+                    dict(page.unknown_letters),
+                    extra={"dedupe": "tick page problems"},
+                )
             step = ticks.next_page(from_s, end, page.rows, limit, page.last_ts_ms)
             if step.stuck:
                 logger.warning(

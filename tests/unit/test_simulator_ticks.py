@@ -402,3 +402,42 @@ def test_the_websocket_still_works_beside_the_http_api(make_server):
     assert plain.status_code == 426  # a WebSocket path without Upgrade, as before
     assert server.connections == 1
     assert server.ticks_requests == 1
+
+
+def test_an_outage_cuts_every_connection_refuses_handshakes_and_the_market_goes_on(
+    make_server,
+):
+    server = make_server(rate=500, seed=34, jitter_ms=0)
+    ws = connect(server, "AAPL,MSFT")
+    assert wait_until(lambda: server.trades_sent >= 20, timeout=5)
+    server.set_outage(True)
+    with pytest.raises((websocket.WebSocketException, OSError)):
+        while True:  # what was sent before the cut, then the end of the stream
+            if not ws.recv():
+                raise websocket.WebSocketConnectionClosedException("closed")
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"{server.url}?api_token=key", timeout=2)
+    assert refused.value.status_code == 503
+    held = server.trades_held
+    assert wait_until(lambda: server.trades_held >= held + 50, timeout=5)
+    sent = server.trades_sent
+    server.set_outage(False)
+    rows = server.tape()
+    assert {r.symbol for r in rows if r.held} == {"AAPL", "MSFT"}
+    assert server.trades_sent == sent  # nothing went out during the outage
+    # Back: a new connection is accepted and streams again.
+    again = connect(server, "AAPL")
+    assert orjson.loads(again.recv())["s"] == "AAPL"
+
+
+def test_record_tape_puts_a_past_market_on_the_tape_at_an_exact_rate(make_server):
+    server = make_server(seed=35)
+    assert server.record_tape(["AAPL", "MSFT"], START, START + 10, rate=25) == 250
+    rows = server.tape()
+    assert len(rows) == 250 and all(r.held for r in rows)
+    per_second = {}
+    for row in rows:
+        per_second[row.ts // 1000] = per_second.get(row.ts // 1000, 0) + 1
+    assert per_second == {int(START) + s: 25 for s in range(10)}
+    body = get_ticks(server, "AAPL", int(START), int(START) + 10).json()
+    assert len(body["ts"]) == sum(r.symbol == "AAPL" for r in rows)
