@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 256
 BATCH_AGE = 0.05  # seconds a partial batch may wait before it is handed on
 RECV_TIMEOUT = 0.25  # how often the receive loop looks at stop/reconnect requests
+# The connection counts as streaming (so one symbol's silence means something)
+# while its last trade is at most this old.
+STREAMING_WITHIN = 5.0
 # Why a connection ends (server statuses add "server status N"): metrics export
 # each from the start, at 0.
 RECONNECT_REASONS = (
@@ -66,6 +69,12 @@ class FeedPolicy:
     connect_timeout: float = 10.0
     ping_interval: float = 20.0
     pong_timeout: float = 15.0
+    # A symbol that traded on this connection and has been silent this long
+    # while the others stream (EODHD has dropped a ticker from a multi-symbol
+    # subscription) is subscribed again; each further try for a symbol still
+    # silent waits twice as long, up to symbol_silence_cap. 0: never.
+    symbol_silence: float = 120.0
+    symbol_silence_cap: float = 1800.0
 
 
 @dataclass
@@ -80,6 +89,8 @@ class FeedStats:
     ignored: int = 0  # trades for symbols not subscribed, quotes
     queue_full: int = 0
     reconnects: dict[str, int] = field(default_factory=dict)
+    # Symbols subscribed again after going silent alone, per symbol.
+    resubscribes: dict[str, int] = field(default_factory=dict)
 
 
 RETRY_AFTER_CAP = 3600.0
@@ -176,6 +187,11 @@ class Receiver(Worker):
         self._delivered = False
         self._last_pong = 0.0
         self.journal = None  # set to a Journal to record every raw frame
+        # Per-symbol silence: when a symbol was subscribed again (monotonic),
+        # how many times in a row, and since when (wall) its coverage runs.
+        self._resubscribed_at: dict[str, float] = {}
+        self._resubscribe_tries: dict[str, int] = {}
+        self._watched_from: dict[str, float] = {}
 
     # Called from other threads -------------------------------------------------
 
@@ -264,6 +280,9 @@ class Receiver(Worker):
             now = self.clock.monotonic()
             self.connected, self.connected_at, self.last_data_at = True, now, now
             self.last_data_wall = watched = self.clock.now()
+            self._resubscribed_at.clear()
+            self._resubscribe_tries.clear()
+            self._watched_from = dict.fromkeys(self.symbols, watched)
             self._watch(Watch(self.stream, tuple(self.symbols), watched))
             logger.info(
                 "✅ connected to %s, subscribed to %s",
@@ -415,6 +434,8 @@ class Receiver(Worker):
             if not self.gate.is_open():
                 logger.info("🔔 market closed: disconnecting until the next session")
                 raise _Reconnect("market closed")
+            if self.policy.symbol_silence > 0:
+                self._resubscribe_silent(ws, now)
             if pong_wait_since is not None and self._last_pong >= pong_wait_since:
                 pong_wait_since = None
             if (
@@ -460,6 +481,56 @@ class Receiver(Worker):
             raise _Reconnect(self._status_reason(msg))
         else:
             stats.ignored += 1
+
+    def _resubscribe_silent(self, ws, now: float) -> None:
+        """Subscribe again to each symbol that traded on this connection, then
+        went silent while the connection kept streaming. Its coverage ends at
+        its last trade (what came after was not observed) and begins again."""
+        if self.last_data_at is None:
+            return
+        # Another symbol traded just now (the last trade of any is recent): a
+        # whole quiet connection is the stale check's business, not this.
+        recent = now - self.last_data_at
+        policy, since = self.policy, self.connected_at
+        silent = []
+        for symbol in self.symbols:
+            last = self.last_trade_at.get(symbol)
+            if last is None or since is None or last < since:
+                continue  # has not traded on this connection: nothing to judge
+            tried = self._resubscribed_at.get(symbol)
+            if tried is not None and last > tried:
+                self._resubscribed_at.pop(symbol)  # it came back
+                self._resubscribe_tries.pop(symbol, None)
+                tried = None
+            tries = self._resubscribe_tries.get(symbol, 0)
+            wait = min(policy.symbol_silence * 2**tries, policy.symbol_silence_cap)
+            streaming = recent <= min(STREAMING_WITHIN, wait / 2)
+            if streaming and now - max(last, tried or last) > wait:
+                silent.append(symbol)
+        if not silent:
+            return
+        names = ",".join(silent)
+        try:
+            ws.send(json.dumps({"action": "unsubscribe", "symbols": names}))
+            ws.send(json.dumps({"action": "subscribe", "symbols": names}))
+        except (OSError, websocket.WebSocketException) as exc:
+            raise _Reconnect("connection dropped") from exc
+        wall = self.clock.now()
+        for symbol in silent:
+            last_wall = wall - (now - self.last_trade_at[symbol])
+            ended = max(last_wall, self._watched_from.get(symbol, last_wall))
+            self._watch(Watch(self.stream, (symbol,), ended, True, "symbol silent"))
+            self._watch(Watch(self.stream, (symbol,), wall))
+            self._watched_from[symbol] = wall
+            self._resubscribed_at[symbol] = now
+            self._resubscribe_tries[symbol] = self._resubscribe_tries.get(symbol, 0) + 1
+            self.stats.resubscribes[symbol] = self.stats.resubscribes.get(symbol, 0) + 1
+        logger.warning(
+            "🔕 %s silent for %.0f s while the others stream: subscribed again",
+            names,
+            now - min(self.last_trade_at[s] for s in silent),
+            extra={"dedupe": "symbol silent"},
+        )
 
     def _drain(self, ws, batch: list[Trade]) -> None:
         """Before a deliberate close (stop, market close, stale socket): frames
@@ -529,6 +600,8 @@ class Streams:
             total.queue_full += s.queue_full
             for reason, n in s.reconnects.items():
                 total.reconnects[reason] = total.reconnects.get(reason, 0) + n
+            for symbol, n in s.resubscribes.items():
+                total.resubscribes[symbol] = total.resubscribes.get(symbol, 0) + n
         return total
 
     @property

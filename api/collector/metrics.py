@@ -255,6 +255,15 @@ class CollectorExporter:
             if symbol in last:
                 family.add_metric([symbol], wall - (mono - last[symbol]))
         yield family
+        resubscribed = r.stats.resubscribes
+        yield counter(
+            "collector_symbol_resubscribes",
+            "Times a symbol that went silent while the others streamed was "
+            "subscribed again",
+            None,
+            ["symbol"],
+            [([symbol], resubscribed.get(symbol, 0)) for symbol in r.symbols],
+        )
         if last:
             yield gauge(
                 "collector_last_trade_timestamp_seconds",

@@ -15,6 +15,7 @@ REASONS = {
     "stopped": "shutdown",
     "market closed": "market_close",
     "stale": "stale",
+    "symbol silent": "stale",  # one symbol stopped while the others streamed
 }
 
 

@@ -705,6 +705,19 @@ class FeedServer:
             t_ms = start_ms + round(count * 1000 / rate)
         return count
 
+    def forget_symbol(self, symbol: str) -> int:
+        """Drop `symbol` from every open connection's subscription without a
+        word, as EODHD has been seen to do; a new subscribe brings it back.
+        The number of connections it was dropped from."""
+        dropped = 0
+        with self._lock:
+            for live in self._live.values():
+                if symbol in live.symbols:
+                    live.symbols = [s for s in live.symbols if s != symbol]
+                    live.record.symbols = list(live.symbols)
+                    dropped += 1
+        return dropped
+
     def set_silent(self, flag: bool) -> None:
         """Stop (or resume) data on every connection; sockets stay open."""
         with self._lock:
