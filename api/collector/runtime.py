@@ -14,7 +14,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from api import partitions
+from api import budget, partitions
+from api.budget import SharedBudget
 from api.collector.aggregator import Aggregator
 from api.collector.database import (
     CALL_TIMEOUT,
@@ -174,6 +175,7 @@ class Collector:
         self.monitor: HealthMonitor | None = None
         self.sentiment: SentimentEngine | None = None
         self.news: NewsPoller | None = None
+        self.news_budget: SharedBudget | None = None
         self.metrics: MetricsServer | None = None
         self.journal: Journal | None = None
         self.pumps: dict[str, Pump] = {}
@@ -365,8 +367,20 @@ class Collector:
             news_enabled=cfg.news_enabled,
         )
         if cfg.news_enabled:
+            # One budget per API key and day, shared through the database by
+            # every collector and backfill on the key (api/budget.py).
+            self.news_budget = SharedBudget(
+                cfg.api_key,
+                settings.EODHD_DAILY_CALLS,
+                DatabaseLane(name="budget", timeout=budget.ANSWER_WITHIN),
+            )
             self.news = NewsPoller(
-                client=NewsClient(cfg.news_api_base, cfg.api_key),
+                client=NewsClient(
+                    cfg.news_api_base,
+                    cfg.api_key,
+                    daily_call_budget=settings.EODHD_DAILY_CALLS,
+                    shared=self.news_budget,
+                ),
                 articles=articles,
                 symbols=cfg.symbols,
                 stop=self.stop,
@@ -473,6 +487,8 @@ class Collector:
         if self.journal is not None:
             self.journal.close()
         self.lane.close(timeout=1.0)
+        if self.news_budget is not None:
+            self.news_budget.close()
         if self.spool is not None:
             self.spool.release()
 

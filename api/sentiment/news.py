@@ -7,7 +7,7 @@ caller passes `now` (epoch seconds) so the budget and backoff are testable.
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,6 +109,7 @@ class NewsClient:
         read_timeout: float = 10.0,
         daily_call_budget: int = 100_000,
         cost_per_request: int = 5,
+        shared: Callable[[int], bool | None] | None = None,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self.api_token = api_token
@@ -116,6 +117,9 @@ class NewsClient:
         self.timeout = (connect_timeout, read_timeout)
         self.daily_call_budget = daily_call_budget
         self.cost_per_request = cost_per_request
+        # The key's budget shared with every process on it (api.budget): True
+        # counted, False spent for today, None no answer (the own count rules).
+        self.shared = shared
         self.next_allowed_at = 0.0
         self.calls_used_today = 0
         self.consecutive_failures = 0
@@ -149,6 +153,17 @@ class NewsClient:
             "fmt": "json",
         }
         # Count the call before sending: a request that fails may still be billed.
+        if self.shared is not None and self.shared(self.cost_per_request) is False:
+            # Other processes on this key spent today's budget.
+            self.next_allowed_at = _next_utc_midnight(now)
+            self.calls_used_today = max(self.calls_used_today, self.daily_call_budget)
+            logger.warning(
+                "news %s: the key's daily budget of %d calls is spent (shared by "
+                "every process on it); polling again after midnight UTC",
+                symbol,
+                self.daily_call_budget,
+            )
+            return None
         self.calls_used_today += self.cost_per_request
         try:
             response = self.session.get(

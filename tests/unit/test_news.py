@@ -325,3 +325,30 @@ def test_it_masks_the_token():
     assert mask_token("https://eodhd.com/api/news?s=AAPL.US") == (
         "https://eodhd.com/api/news?s=AAPL.US"
     )
+
+
+def test_a_budget_shared_with_other_processes_stops_calls_once_spent(api):
+    api.answer(200, [])
+    answers = [True, False]
+    asked = []
+
+    def shared(calls):
+        asked.append(calls)
+        return answers.pop(0)
+
+    client = client_for(api, daily_call_budget=100, cost_per_request=5, shared=shared)
+    assert client.fetch("AAPL", DAY, NOW) == []
+    # Another process spent the rest: no request, nothing until midnight UTC.
+    assert client.fetch("MSFT", DAY, NOW + 1) is None
+    assert asked == [5, 5] and len(api.requests) == 1
+    assert not client.can_call(MIDNIGHT - 1)
+    assert client.can_call(MIDNIGHT)
+
+
+def test_no_answer_from_the_shared_budget_falls_back_to_the_own_count(api):
+    api.answer(200, [])
+    client = client_for(
+        api, daily_call_budget=100, cost_per_request=5, shared=lambda calls: None
+    )
+    assert client.fetch("AAPL", DAY, NOW) == []
+    assert client.calls_used_today == 5 and len(api.requests) == 1
