@@ -1,5 +1,3 @@
-from datetime import UTC, date, datetime
-
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.template.response import TemplateResponse
@@ -282,24 +280,16 @@ class CoverageAdmin(CollectorWrittenAdmin):
 
     def quality_view(self, request):
         """One session's data-quality report (api/quality.py)."""
-        from api.management.commands.backfill_gaps import previous_trading_day
-
         session = request.GET.get("session", "regular")
         extended = session == "extended"
         error, rows, day = "", [], None
         try:
-            day = date.fromisoformat(request.GET["date"])
-        except KeyError:
-            day = previous_trading_day(datetime.now(tz=UTC).date())
-        except ValueError:
-            error = "The date must be YYYY-MM-DD."
-        if day is not None:
-            try:
-                start, end = quality.session_window(day, extended)
-            except ValueError as exc:
-                error = str(exc)
-            else:
-                rows = quality.report(start, end)
+            day = quality.trading_day(request.GET.get("date"))
+            start, end = quality.session_window(day, extended)
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            rows = quality.report(start, end)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

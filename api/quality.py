@@ -16,7 +16,7 @@ API). Nor is the rest of a session still running a gap.
 """
 
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django.db.models import Count, Max, Q, Sum
@@ -56,6 +56,17 @@ class SymbolQuality:
         if self.longest_gap_start is not None:
             out["longest_gap_start"] = self.longest_gap_start.isoformat()
         return out
+
+
+def trading_day(text: str | None) -> date:
+    """`--date`/`?date=` (YYYY-MM-DD), or the previous trading day when not
+    given. Raises ValueError with a readable message."""
+    if not text:
+        return calendar.previous_trading_day(datetime.now(tz=UTC).date())
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not YYYY-MM-DD") from None
 
 
 def session_window(day: date, extended: bool = False) -> tuple[datetime, datetime]:

@@ -58,6 +58,14 @@ def is_trading_day(day: date) -> bool:
     return day.weekday() < _SATURDAY and day not in _full_holidays(day.year)
 
 
+def previous_trading_day(today: date) -> date:
+    """The last NYSE trading day before `today`."""
+    day = today - timedelta(days=1)
+    while not is_trading_day(day):
+        day -= timedelta(days=1)
+    return day
+
+
 def _thanksgiving(year: int) -> date:
     november_first = date(year, 11, 1)
     first_thursday = 1 + (_THURSDAY - november_first.weekday()) % 7

@@ -4,40 +4,19 @@ the same client library the collector uses."""
 import json
 import math
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 import websocket
 
-from api.simulator import AUTHORIZED, FeedServer, SimOptions
+from api.simulator import AUTHORIZED, FeedServer
+from tests.unit.conftest import CLIENTS
 
 FORBIDDEN = '{"status":403,"message":"Server error"}'
 LIMIT = '{"status_code":422,"message":"Symbols limit reached"}'
 FAULT = '{"status":500,"message":"Server error"}'
 FIXED_NOW = 1_800_000_000.0  # a frozen clock makes `t` checkable
-
-
-@pytest.fixture
-def make_server() -> Iterator:
-    servers: list[FeedServer] = []
-
-    def start(valid_tokens: set[str] | None = None, **options) -> FeedServer:
-        server = FeedServer(options=SimOptions(**options), valid_tokens=valid_tokens)
-        servers.append(server.start())
-        return server
-
-    yield start
-    # Hang up first: a client that never answers the close frame makes stop()
-    # wait out the server's close timeout.
-    while CLIENTS:
-        CLIENTS.pop().shutdown()
-    for server in servers:
-        server.stop()
-
-
-CLIENTS: list[websocket.WebSocket] = []
 
 
 def connect(server: FeedServer, feed: str = "us", token: str = "key"):

@@ -4,7 +4,6 @@ holes in the stream that the tape fills, and the faults a backfill must survive.
 import math
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import urlencode
 
@@ -22,7 +21,8 @@ from api.market.ticks import (
     parse_page,
     request_params,
 )
-from api.simulator import AUTHORIZED, FeedServer, SimOptions
+from api.simulator import AUTHORIZED, FeedServer
+from tests.unit.conftest import CLIENTS
 from tests.waiting import wait_until
 
 # Monday 21 September 2026, 09:33:20 in New York: regular hours.
@@ -43,26 +43,6 @@ class StepClock:
         with self._lock:
             self._now += self._step
             return self._now
-
-
-CLIENTS: list[websocket.WebSocket] = []
-
-
-@pytest.fixture
-def make_server() -> Iterator:
-    servers: list[FeedServer] = []
-
-    def start(valid_tokens: set[str] | None = None, **options) -> FeedServer:
-        server = FeedServer(options=SimOptions(**options), valid_tokens=valid_tokens)
-        servers.append(server.start())
-        return server
-
-    yield start
-    # Hang up first: stop() would otherwise wait out the close timeout.
-    while CLIENTS:
-        CLIENTS.pop().shutdown()
-    for server in servers:
-        server.stop()
 
 
 def connect(server: FeedServer, symbols: str, token: str = "key"):

@@ -13,22 +13,15 @@ after its retries; 2 on a bad option.
 """
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from api import backfill, budget
-from api.market import calendar
+from api import backfill, budget, quality
+from api.market.calendar import previous_trading_day
 from api.market.conditions import MODES
 from api.models import Coverage, Ticker
-
-
-def previous_trading_day(today: date) -> date:
-    day = today - timedelta(days=1)
-    while not calendar.is_trading_day(day):
-        day -= timedelta(days=1)
-    return day
 
 
 def _instant(text: str, name: str) -> int:
@@ -176,22 +169,20 @@ class Command(BaseCommand):
             if start >= end:
                 raise CommandError("--from must be before --to")
             return start, end
-        if options["date"]:
-            try:
-                day = date.fromisoformat(options["date"])
-            except ValueError:
-                raise CommandError(
-                    f"--date={options['date']!r} is not YYYY-MM-DD"
-                ) from None
-        else:
-            day = previous_trading_day(datetime.now(tz=UTC).date())
+        try:
+            day = quality.trading_day(options["date"])
+        except ValueError as exc:
+            raise CommandError(f"--date={exc}") from None
         return self._session(day, options)
 
     def _session(self, day: date, options) -> tuple[int, int]:
-        bounds = calendar.session_bounds(day, extended=options["session"] == "extended")
-        if bounds is None:
-            raise CommandError(f"{day} is not a trading day")
-        return int(bounds[0].timestamp()), math.ceil(bounds[1].timestamp())
+        try:
+            opens, closes = quality.session_window(
+                day, options["session"] == "extended"
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        return int(opens.timestamp()), math.ceil(closes.timestamp())
 
 
 def _iso(second: int) -> str:

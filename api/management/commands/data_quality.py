@@ -7,12 +7,10 @@ Exit status 0; 2 on a bad option (a day the market was closed, a bad date).
 """
 
 import json
-from datetime import UTC, date, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
 from api import quality
-from api.management.commands.backfill_gaps import previous_trading_day
 
 
 class Command(BaseCommand):
@@ -29,15 +27,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="one JSON document")
 
     def handle(self, *args, **options):
-        if options["date"]:
-            try:
-                day = date.fromisoformat(options["date"])
-            except ValueError:
-                raise CommandError(
-                    f"--date={options['date']!r} is not YYYY-MM-DD"
-                ) from None
-        else:
-            day = previous_trading_day(datetime.now(tz=UTC).date())
+        try:
+            day = quality.trading_day(options["date"])
+        except ValueError as exc:
+            raise CommandError(f"--date={exc}") from None
         try:
             start, end = quality.session_window(day, options["session"] == "extended")
         except ValueError as exc:
