@@ -18,6 +18,9 @@ from api.workers.clock import Clock
 
 logger = logging.getLogger(__name__)
 
+# Which entries a call concerns: (kind, key) -> bool; None: all of them.
+Which = Callable[[BarKind, tuple[str, int]], bool] | None
+
 # One entry: (item, new) - new when the row is new to the database (not only a
 # revision), for the stats and the commit delays.
 Entry = tuple[object, bool]
@@ -113,12 +116,17 @@ class Backlog:
 
     # Writing --------------------------------------------------------------------------
 
-    def chunks(self, rows: int) -> Iterator[Chunk]:
-        """What is pending, oldest first, in chunks of up to `rows` per kind; a
-        snapshot: the backlog may take new bars while the chunks are written."""
+    def chunks(self, rows: int, which: Which = None) -> Iterator[Chunk]:
+        """What is pending (of `which`), oldest first, in chunks of up to `rows`
+        per kind; a snapshot: the backlog may take new bars while the chunks are
+        written."""
         ordered = {
             kind: sorted(
-                ((key, item, new) for key, (item, new) in pending.items()),
+                (
+                    (key, item, new)
+                    for key, (item, new) in pending.items()
+                    if which is None or which(kind, key)
+                ),
                 key=lambda entry: entry[0][1],
             )
             for kind, pending in self.pending.items()
@@ -176,10 +184,11 @@ class Backlog:
             contents.damaged = []
         return contents
 
-    def replay_chunks(self, rows: int) -> Iterator[Chunk]:
-        """The spool's rows that memory does not hold a newer version of, oldest
-        first, in chunks. The caller sets `spool_has_more` again if it does not
-        write them all; bars evicted meanwhile set it too."""
+    def replay_chunks(self, rows: int, which: Which = None) -> Iterator[Chunk]:
+        """The spool's rows (of `which`: the rest is dropped - another collector
+        writes those symbols) that memory does not hold a newer version of,
+        oldest first, in chunks. The caller sets `spool_has_more` again if it
+        does not write them all; bars evicted meanwhile set it too."""
         contents = self.load_spool()
         self.spool_has_more = False
         ordered = {
@@ -188,6 +197,7 @@ class Backlog:
                     (key, item, True)
                     for key, item in contents.items[kind].items()
                     if key not in self.pending[kind]
+                    and (which is None or which(kind, key))
                 ),
                 key=lambda entry: entry[0][1],
             )
@@ -197,27 +207,46 @@ class Backlog:
 
     # Roles ----------------------------------------------------------------------------
 
-    def keep_recent(self, horizon: float) -> None:
-        """A standby keeps the last bars (to fill a takeover's gap) and nothing
-        spooled or counted: its candle numbers mean nothing."""
+    def keep_recent(self, horizon: float, which: Which = None) -> None:
+        """What a standby holds (`which`: the symbols another collector
+        writes): the last bars (to fill a takeover's gap), nothing spooled and
+        no count bars: its candle numbers mean nothing."""
         for kind, pending in self.pending.items():
-            if not kind.timed:
-                pending.clear()
-                continue
-            for key in [k for k in pending if k[1] < horizon]:
+            dirty = self._dirty[kind]
+            for key in [
+                k
+                for k in pending
+                if (which is None or which(kind, k))
+                and (not kind.timed or k[1] < horizon)
+            ]:
                 del pending[key]
-        for dirty in self._dirty.values():
-            dirty.clear()
+            if which is None:
+                dirty.clear()
+            else:
+                for key in [k for k in dirty if which(kind, k)]:
+                    dirty.discard(key)
         if self.empty:
             self.waiting_since = None
 
-    def follow(self, floors: dict[BarKind, dict[str, int]], symbols: set[str]) -> None:
-        """Another collector wrote `symbols`: keep only time bars after what it
-        stored (`floors`, per kind and symbol), and none of their count bars -
-        in memory and spooled."""
+    def drop(self, which: Which) -> int:
+        """Forget what is pending of `which`; how many were dropped."""
+        dropped = 0
+        for kind, pending in self.pending.items():
+            for key in [k for k in pending if which(kind, k)]:
+                del pending[key]
+                self._dirty[kind].discard(key)
+                dropped += 1
+        if self.empty:
+            self.waiting_since = None
+        return dropped
+
+    def follow(self, floors: dict[BarKind, dict[str, int]], which: Which) -> None:
+        """Another collector wrote these (`which`): keep only time bars after
+        what it stored (`floors`, per kind and symbol), and none of their count
+        bars - in memory and spooled."""
 
         def keep(kind: BarKind, key: tuple[str, int]) -> bool:
-            if key[0] not in symbols:
+            if not which(kind, key):
                 return True
             return kind.timed and key[1] > floors.get(kind, {}).get(key[0], -1)
 

@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,9 +174,14 @@ class CoverageBook:
         self.last_store = now
         self.stores += 1
 
-    def clip_unstored(self, earliest: float) -> None:
-        """A standby became the writer: it kept bars from `earliest` only."""
+    def clip_unstored(
+        self, earliest: float, which: Callable[[Interval], bool] | None = None
+    ) -> None:
+        """A standby became the writer (of `which`): it kept bars from
+        `earliest` only."""
         for interval in self.open.values():
+            if which is not None and not which(interval):
+                continue
             if not interval.stored and interval.start < earliest:
                 self.dirty.pop(self._key(interval), None)
                 interval.start = interval.seen = max(interval.seen, earliest)

@@ -6,13 +6,14 @@ a minute that spans the restart holds the trades of both runs)."""
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 from api.market.bars import Partial, TickBars
 from api.market.messages import Trade
-from api.pipeline.kinds import BY_NAME, BarKind
+from api.pipeline.kinds import BY_NAME, TICK100, BarKind
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,19 @@ class Carried:
     seeds: Seeds = field(default_factory=dict)
 
 
-def save_partial_state(directory: Path, ticks: TickBars | None, seeds: Seeds) -> str:
-    """Write it atomically; returns what was saved, for the log."""
+def save_partial_state(
+    directory: Path,
+    ticks: TickBars | None,
+    seeds: Seeds,
+    keep: Callable[[BarKind, str], bool] | None = None,
+) -> str:
+    """Write it atomically (only what `keep` says: the symbols this collector
+    writes); returns what was saved, for the log."""
+    keep = keep or (lambda kind, symbol: True)
     symbols = {}
     for symbol in ticks.symbols() if ticks is not None else ():
+        if not keep(TICK100, symbol):
+            continue
         trades = ticks.pending(symbol)
         symbols[symbol] = {
             "next": ticks.next_number(symbol),
@@ -42,7 +52,11 @@ def save_partial_state(directory: Path, ticks: TickBars | None, seeds: Seeds) ->
             ],
         }
     bars = {
-        kind.name: [[symbol, start, *p.to_list()] for (symbol, start), p in got.items()]
+        kind.name: [
+            [symbol, start, *p.to_list()]
+            for (symbol, start), p in got.items()
+            if keep(kind, symbol)
+        ]
         for kind, got in seeds.items()
     }
     path = Path(directory) / FILENAME

@@ -27,13 +27,23 @@ from django.db import DatabaseError
 from api.collector.backlog import Backlog, Chunk
 from api.collector.coverage import CRASH_AFTER, HEARTBEAT, CoverageBook
 from api.collector.database import DatabaseLane
-from api.collector.leader import Change, Election, Leadership, Role
+from api.collector.leader import (
+    Change,
+    Election,
+    Leadership,
+    Role,
+    kinds_of,
+    label,
+    symbol_of,
+    unit,
+    unit_of,
+)
 from api.collector.metrics import DelayHistogram
 from api.collector.quarantine import Quarantine
 from api.collector.spool import Spool
 from api.market.backoff import Backoff
 from api.pipeline.errors import CallTimeout, ErrorKind, LockLost, classify, first_line
-from api.pipeline.kinds import KINDS, TICK100
+from api.pipeline.kinds import KINDS, STREAM_KINDS, TICK100, BarKind
 from api.pipeline.messages import Bars, Finished, Progress, Watch
 from api.pipeline.store import Outcome, Store, Tails
 from api.workers.clock import Clock
@@ -52,6 +62,7 @@ MIN_GAP = 0.7
 # flush between the once-a-second ones.
 FLUSH_INTERVAL = 1.5
 STANDBY_KEEP = 60.0  # seconds of bars a standby keeps to fill a takeover's gap
+ELECTION_TRIM = 1.0  # seconds between trims of what a standby keeps
 RETRY_DELAYS = (0.1, 0.2, 0.4)  # the seed's backoff between attempts of one flush
 # Between failed flushes: short, so that writes resume within seconds of the
 # database coming back.
@@ -131,7 +142,6 @@ class Writer(Worker):
         self.quarantine = Quarantine(spool.directory if spool else None)
         self.spool = spool
         self.backlog = Backlog(spool, max_pending, self.quarantine.lines, self.clock)
-        self.symbols: list[str] = []
         self.on_promotion = on_promotion
         # What this collector knows is stored, per symbol and kind, to tell its
         # own writes from another collector's.
@@ -149,7 +159,8 @@ class Writer(Worker):
             source=source, directory=spool.directory if spool else None
         )
         self._coverage_retry_at = -math.inf
-        self._was_standby = False
+        self._standing_by: frozenset[str] = frozenset()  # units, as of the last look
+        self._trimmed_at = -math.inf
 
     @property
     def waiting(self) -> int:
@@ -166,6 +177,34 @@ class Writer(Worker):
         if self.leadership is None:
             return Role.WRITER
         return self.leadership.role
+
+    def owns(self, kind: BarKind, symbol: str) -> bool:
+        """True when this collector writes `symbol`'s bars of `kind` now."""
+        if self.leadership is None:
+            return True
+        return unit_of(kind, symbol) in self.leadership.held
+
+    def keeps(self, kind: BarKind, symbol: str) -> bool:
+        """What to carry to the next run: what it writes, or wrote when last
+        known (the role is unknown now), or anything before the first election."""
+        leadership = self.leadership
+        if leadership is None or leadership.role is None:
+            return True
+        name = unit_of(kind, symbol)
+        return name in leadership.held or leadership.definite.get(name) is Role.WRITER
+
+    def _mine(self, kind: BarKind, key: tuple[str, int]) -> bool:
+        return self.owns(kind, key[0])
+
+    def _theirs(self, kind: BarKind, key: tuple[str, int]) -> bool:
+        return not self.owns(kind, key[0])
+
+    def _covers(self, interval) -> bool:
+        """A coverage interval is stored by whoever writes its symbol's bars."""
+        if self.leadership is None:
+            return True
+        source = STREAM_KINDS[interval.stream][0].built_from
+        return unit(source, interval.symbol) in self.leadership.held
 
     @property
     def db_error(self) -> str | None:
@@ -260,11 +299,13 @@ class Writer(Worker):
         book = self.coverage
         now = self.clock.monotonic()
         if final:
-            intervals = book.everything()
+            intervals = [i for i in book.everything() if self._covers(i)]
         else:
             if now < self._coverage_retry_at:
                 return False
-            intervals = book.ready(now, self.backlog.empty)
+            intervals = [
+                i for i in book.ready(now, self._all_written()) if self._covers(i)
+            ]
             if not intervals and (
                 not book.observed or now - book.last_store < HEARTBEAT
             ):
@@ -295,11 +336,29 @@ class Writer(Worker):
             )
         return True
 
+    def _all_written(self) -> bool:
+        """Every bar this collector writes is stored (a standby's wait on
+        purpose)."""
+        backlog = self.backlog
+        if backlog.spool_has_more:
+            return False
+        if self.leadership is None or self.role is not Role.WRITER:
+            return backlog.empty
+        return not any(
+            self.owns(kind, key[0])
+            for kind, pending in backlog.pending.items()
+            for key in pending
+        )
+
     def _final_coverage(self) -> None:
         """At the end: store every interval once the bars are stored; otherwise
         keep them for the next run. A standby's are dropped: it wrote nothing."""
         if self.role is Role.STANDBY:
             return
+        if self.role is Role.WRITER:
+            self.coverage.dirty = {
+                key: i for key, i in self.coverage.dirty.items() if self._covers(i)
+            }
         if self.role is Role.WRITER and self.backlog.empty:
             if self._store_coverage(final=True):
                 return
@@ -340,38 +399,51 @@ class Writer(Worker):
     # Leadership ----------------------------------------------------------------------
 
     def _may_write(self) -> bool:
-        """Only the writer writes; a standby keeps the last minute of bars to fill
-        a takeover's gap; with the role unknown, every bar is kept and spooled."""
+        """Only the writer of a symbol writes it; for the symbols another
+        collector writes, this one keeps the last minute of bars to fill a
+        takeover's gap; with the role unknown, every bar is kept and spooled."""
         election = self.election
         if election is None:
             return True
-        if self.clock.monotonic() >= election.next_at:
+        now = self.clock.monotonic()
+        if now >= election.next_at:
             election.run(self._idle, self._cutoff)
-        role = self.leadership.role
-        if role is Role.WRITER:
-            if election.unsettled is not None:
-                self._settle()
-            if self._was_standby:
-                # What this collector saw as a standby is stored only as far
-                # back as the bars it kept.
-                self.coverage.clip_unstored(self.clock.now() - STANDBY_KEEP)
-                self._was_standby = False
-            return election.unsettled is None
+        leadership = self.leadership
+        role = leadership.role
         if role is Role.UNKNOWN:
             self._enter_outage()
             return False
-        self.backlog.keep_recent(self.clock.now() - STANDBY_KEEP)
-        self._was_standby = True
-        self._in_outage = False
-        return False
+        if role is None:
+            return False
+        held = leadership.held
+        if held & self._standing_by:
+            # What this collector saw as a standby is stored only as far back
+            # as the bars it kept.
+            self.coverage.clip_unstored(
+                self.clock.now() - STANDBY_KEEP,
+                lambda i: self._covers(i) and self._was_standby_for(i),
+            )
+        if election.unsettled:
+            self._settle()
+        self._standing_by = leadership.lock.wanted - held
+        if now >= self._trimmed_at:
+            self._trimmed_at = now + ELECTION_TRIM
+            self.backlog.keep_recent(self.clock.now() - STANDBY_KEEP, self._theirs)
+        if role is Role.STANDBY:
+            self._in_outage = False
+            return False
+        return not election.unsettled
+
+    def _was_standby_for(self, interval) -> bool:
+        source = STREAM_KINDS[interval.stream][0].built_from
+        return unit(source, interval.symbol) in self._standing_by
 
     def _settle(self) -> None:
-        """Act on becoming the writer: after a takeover, or after an unknown spell
-        during which another collector may have written."""
+        """Act on becoming the writer of units: after a takeover, or after an
+        unknown spell during which another collector may have written."""
         election = self.election
         try:
             succession = election.settle(
-                self.symbols_hint(),
                 self._known,
                 self.backlog.pending,
                 self._idle,
@@ -383,45 +455,51 @@ class Writer(Worker):
             return
         if succession.others:
             self._follow(succession)
-        name = self.leadership.name
-        if succession.change is Change.TAKEOVER:
+        gained: dict[Change, list[str]] = {}
+        for name, change in succession.changes.items():
+            gained.setdefault(change, []).append(name)
+        waiting = sum(
+            1
+            for kind, pending in self.backlog.pending.items()
+            for key in pending
+            if unit_of(kind, key[0]) in succession.changes
+        )
+        if taken := gained.get(Change.TAKEOVER):
             self.stats.promotions += 1
             logger.warning(
                 "👑 this collector is the writer for %s (%d recent bars to write)",
-                name,
-                self.waiting,
+                label(taken),
+                waiting,
             )
-        else:
-            others = ", ".join(sorted(succession.others))
+        if regained := gained.get(Change.REGAINED):
+            others = ", ".join(sorted(label([n]) for n in succession.others))
             logger.info(
                 "👑 writer lock of %s regained; writing the %d waiting bars%s",
-                name,
-                self.waiting,
+                label(regained),
+                waiting,
                 f" (another collector wrote {others} meanwhile)" if others else "",
             )
 
     def _follow(self, succession) -> None:
-        """Another collector wrote these symbols: keep only bars after what it
+        """Another collector wrote these units: keep only bars after what it
         stored, and number 100-trade bars after its last."""
-        symbols, tails = succession.others, succession.tails
-        floors = {
-            kind: {
-                symbol: tails[symbol][kind]
-                for symbol in symbols
-                if tails[symbol][kind] is not None
-            }
-            for kind in KINDS
-            if kind.timed
+        others, tails = succession.others, succession.tails
+        floors: dict[BarKind, dict[str, int]] = {}
+        for name in others:
+            symbol = symbol_of(name)
+            for kind in kinds_of(name):
+                if kind.timed and tails[symbol][kind] is not None:
+                    floors.setdefault(kind, {})[symbol] = tails[symbol][kind]
+                known = self._known.setdefault(symbol, {})
+                known[kind] = tails[symbol][kind]
+        self.backlog.follow(floors, lambda kind, key: unit_of(kind, key[0]) in others)
+        renumbered = {
+            symbol_of(name): (tails[symbol_of(name)][TICK100] or 0) + 1
+            for name in others
+            if TICK100 in kinds_of(name)
         }
-        self.backlog.follow(floors, set(symbols))
-        for symbol in symbols:
-            self._known[symbol] = dict(tails[symbol])
-        if self.on_promotion is not None:
-            self.on_promotion({s: (tails[s][TICK100] or 0) + 1 for s in symbols})
-
-    def symbols_hint(self) -> list[str]:
-        held = {key[0] for pending in self.backlog.pending.values() for key in pending}
-        return sorted(held | set(self.symbols))
+        if self.on_promotion is not None and renumbered:
+            self.on_promotion(renumbered)
 
     # Writing -------------------------------------------------------------------------
 
@@ -436,7 +514,7 @@ class Writer(Worker):
                 # The lock's session is gone: nothing went out. Ask again.
                 self.last_error = str(exc)
                 self.election.next_at = 0.0
-                if self.election.observe(None) is Change.LOST:
+                if Change.LOST in self.election.observe(None):
                     logger.error(
                         "❌ %s; asking for the writer lock of %s again, bars kept",
                         exc,
@@ -481,9 +559,10 @@ class Writer(Worker):
         what is pending, in bounded calls; each row stops waiting once stored."""
         started = self.clock.monotonic()
         backlog = self.backlog
+        which = None if self.leadership is None else self._mine
         if backlog.spool_has_more:
-            self._replay_spool(deadline)
-        for chunk in backlog.chunks(BATCH_ROWS):
+            self._replay_spool(deadline, which)
+        for chunk in backlog.chunks(BATCH_ROWS, which):
             outcome = self._call_store(chunk, deadline)
             backlog.written(chunk)
             self._count(chunk, outcome)
@@ -555,10 +634,10 @@ class Writer(Worker):
                 )
             stats.last_commit_at = now
 
-    def _replay_spool(self, deadline: float | None) -> None:
+    def _replay_spool(self, deadline: float | None, which) -> None:
         written = Counter()
         try:
-            for chunk in self.backlog.replay_chunks(BATCH_ROWS):
+            for chunk in self.backlog.replay_chunks(BATCH_ROWS, which):
                 outcome = self._call_store(chunk, deadline)
                 written.update(outcome.written)
         except BaseException:
@@ -608,6 +687,8 @@ class Writer(Worker):
         if role is Role.STANDBY:
             return  # a standby writes nothing
         if role is Role.WRITER:
+            if self.leadership is not None:
+                self.backlog.drop(self._theirs)  # another collector writes these
             deadline = self._cutoff()
             if deadline == math.inf:  # the aggregator finished without a stop
                 deadline = self.clock.monotonic() + self.shutdown_deadline

@@ -1,6 +1,7 @@
 """What waits to be written: bounded in memory, spooled when asked, and never a
 bar lost or written twice by mistake."""
 
+from dataclasses import replace
 from decimal import Decimal
 
 from api.collector.backlog import Backlog
@@ -105,6 +106,32 @@ def test_it_keeps_a_standbys_last_bars_and_no_candles():
     assert not b.pending[TICK100]
 
 
+def test_it_trims_only_the_symbols_it_stands_by_for_and_writes_the_rest():
+    b, _ = backlog()
+    b.add(seconds(*(bar(s) for s in range(100, 200))))
+    b.add(seconds(*(replace(bar(s), symbol="MSFT") for s in range(100, 200))))
+    b.add(Bars({TICK100: [candle(1), candle(4, "MSFT")]}))
+    standby = lambda _, key: key[0] == "MSFT"  # noqa: E731 - another writes MSFT
+    b.keep_recent(horizon=150, which=standby)
+    assert sorted(k[1] for k in b.pending[SECOND] if k[0] == "AAPL") == list(
+        range(100, 200)
+    )
+    assert sorted(k[1] for k in b.pending[SECOND] if k[0] == "MSFT") == list(
+        range(150, 200)
+    )
+    assert list(b.pending[TICK100]) == [("AAPL", 1)]
+    mine = lambda _, key: key[0] == "AAPL"  # noqa: E731
+    chunk_symbols = {
+        key[0]
+        for chunk in b.chunks(1000, mine)
+        for es in chunk.values()
+        for key, *_ in es
+    }
+    assert chunk_symbols == {"AAPL"}
+    assert b.drop(standby) == 50
+    assert {k[0] for p in b.pending.values() for k in p} == {"AAPL"}
+
+
 def test_it_follows_another_writer_in_memory_and_on_disk(tmp_path):
     spool = Spool(tmp_path)
     b, _ = backlog(spool)
@@ -114,7 +141,9 @@ def test_it_follows_another_writer_in_memory_and_on_disk(tmp_path):
     b.spool_dirty()
     # Each kind has its own floor: the other writer stored seconds up to 104
     # and minutes up to the one starting at 60.
-    b.follow({SECOND: {"AAPL": 104}, MINUTE: {"AAPL": 60}}, {"AAPL"})
+    b.follow(
+        {SECOND: {"AAPL": 104}, MINUTE: {"AAPL": 60}}, lambda _, key: key[0] == "AAPL"
+    )
     assert sorted(k[1] for k in b.pending[SECOND]) == list(range(105, 110))
     assert list(b.pending[MINUTE]) == [("AAPL", 120)]
     assert list(b.pending[TICK100]) == [("MSFT", 3)]  # another symbol: kept
