@@ -1,5 +1,6 @@
 """The stored market data. Names and tables are the ones users already rely on."""
 
+from django.core.validators import RegexValidator
 from django.db import models
 
 # Prices: up to 14 integer digits and 10 decimals covers equities, FX and crypto
@@ -23,6 +24,39 @@ class Source(models.TextChoices):
     REPLAY = "replay", "Replayed journal"
     SIMULATOR = "simulator", "Simulated feed"
     BACKFILL = "backfill", "EODHD tick history (backfill)"
+
+
+class UniverseSymbol(models.Model):
+    """A symbol to collect: collectors started with --universe take their
+    symbols from the enabled rows, claiming them through per-symbol writer
+    locks, and follow edits within seconds (api/collector/universe.py)."""
+
+    symbol = models.CharField(
+        max_length=20,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[A-Z0-9][A-Z0-9.\-]{0,19}$",
+                "Upper-case letters, digits, '.' and '-' (e.g. AAPL, BRK.B).",
+            )
+        ],
+    )
+    enabled = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "api_universe"
+        ordering = ["symbol"]
+        verbose_name = "universe symbol"
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    def save(self, *args, **kwargs) -> None:
+        self.symbol = self.symbol.strip().upper()
+        super().save(*args, **kwargs)
 
 
 class Ticker(models.Model):
@@ -258,6 +292,7 @@ class EndReason(models.TextChoices):
     MARKET_CLOSE = "market_close", "market closed"
     SHUTDOWN = "shutdown", "the collector stopped"
     CRASH = "crash", "the collector died (found at a later start)"
+    UNSUBSCRIBED = "unsubscribed", "taken off the collector (universe edit)"
 
 
 class Coverage(models.Model):

@@ -192,12 +192,23 @@ class Receiver(Worker):
         self._resubscribed_at: dict[str, float] = {}
         self._resubscribe_tries: dict[str, int] = {}
         self._watched_from: dict[str, float] = {}
+        # The symbols asked for by another thread (retarget), applied by the
+        # receive loop on the live connection.
+        self._target: tuple[str, ...] | None = None
+        self._target_set = threading.Event()
 
     # Called from other threads -------------------------------------------------
 
     def request_reconnect(self, reason: str) -> None:
         """Ask the receive loop to drop the socket and reconnect (within ~0.25 s)."""
         self._reconnect_request = reason
+
+    def retarget(self, symbols: list[str]) -> None:
+        """From any thread: subscribe to exactly these symbols from now on, on
+        the live connection (subscribe/unsubscribe, no reconnect). With none,
+        the connection closes until some are given."""
+        self._target = tuple(symbols)
+        self._target_set.set()
 
     def seconds_since_data(self) -> float | None:
         if not self.connected or self.last_data_at is None:
@@ -210,6 +221,12 @@ class Receiver(Worker):
         while not self.stop.is_set():
             if not self.gate.wait_until_open(self.stop):
                 return
+            self._take_target()
+            if not self.symbols:
+                # Nothing to subscribe to: no connection (it would hold one of
+                # the account's slots) until symbols are given.
+                self._target_set.wait(RECV_TIMEOUT)
+                continue
             reason, delivered = self._run_connection()
             if self.stop.is_set():
                 return
@@ -434,6 +451,8 @@ class Receiver(Worker):
             if not self.gate.is_open():
                 logger.info("🔔 market closed: disconnecting until the next session")
                 raise _Reconnect("market closed")
+            if self._target is not None:
+                self._apply_target(ws)
             if self.policy.symbol_silence > 0:
                 self._resubscribe_silent(ws, now)
             if pong_wait_since is not None and self._last_pong >= pong_wait_since:
@@ -481,6 +500,46 @@ class Receiver(Worker):
             raise _Reconnect(self._status_reason(msg))
         else:
             stats.ignored += 1
+
+    def _take_target(self) -> tuple[list[str], list[str]]:
+        """Adopt the symbols asked for; (added, removed)."""
+        target, self._target = self._target, None
+        self._target_set.clear()
+        if target is None:
+            return [], []
+        added = [s for s in target if s not in self._wanted]
+        removed = [s for s in self.symbols if s not in target]
+        self.symbols = list(target)
+        self._wanted = frozenset(target)
+        return added, removed
+
+    def _apply_target(self, ws) -> None:
+        """On the live connection: unsubscribe what was removed, subscribe what
+        was added; coverage ends and begins with them."""
+        added, removed = self._take_target()
+        if not self.symbols:
+            raise _Reconnect("no symbols")
+        try:
+            if removed:
+                names = ",".join(removed)
+                ws.send(json.dumps({"action": "unsubscribe", "symbols": names}))
+            if added:
+                names = ",".join(added)
+                ws.send(json.dumps({"action": "subscribe", "symbols": names}))
+        except (OSError, websocket.WebSocketException) as exc:
+            raise _Reconnect("connection dropped") from exc
+        wall = self.clock.now()
+        if removed:
+            self._watch(Watch(self.stream, tuple(removed), wall, True, "unsubscribed"))
+            for symbol in removed:
+                self._watched_from.pop(symbol, None)
+                self._resubscribed_at.pop(symbol, None)
+                self._resubscribe_tries.pop(symbol, None)
+            logger.info("➖ unsubscribed from %s", ",".join(removed))
+        if added:
+            self._watch(Watch(self.stream, tuple(added), wall))
+            self._watched_from.update(dict.fromkeys(added, wall))
+            logger.info("➕ subscribed to %s", ",".join(added))
 
     def _resubscribe_silent(self, ws, now: float) -> None:
         """Subscribe again to each symbol that traded on this connection, then

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from api.collector.feed import Receiver
 from api.collector.session import SessionGate
 from api.market.health import Observation, Verdict, judge
+from api.workers.clock import Clock
 from api.workers.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class HealthMonitor(Worker):
         observe_extra: Callable[[], dict] | None = None,
         check_interval: float = 10.0,
         log_interval: float = 60.0,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__("health", stop)
         self.feeds = feeds
@@ -39,7 +41,7 @@ class HealthMonitor(Worker):
         self.observe_extra = observe_extra or dict
         self.check_interval = check_interval
         self.log_interval = log_interval
-        self.clock = feeds[0][0].clock  # one clock for the whole collector
+        self.clock = clock or feeds[0][0].clock  # one clock for the whole collector
         self.stale_reconnects = 0
         self.last_verdict: Verdict | None = None
 
@@ -56,8 +58,26 @@ class HealthMonitor(Worker):
             **self.observe_extra(),
         )
 
-    def verdicts(self) -> list[tuple[Receiver, Verdict]]:
-        return [(r, judge(self.observe(r, gate))) for r, gate in self.feeds]
+    def verdicts(self) -> list[tuple[Receiver | None, Verdict]]:
+        """Each connection with symbols to collect; with none at all, the
+        collector's own (the writer judged, the feed idle)."""
+        judged = [
+            (r, judge(self.observe(r, gate)))
+            for r, gate in list(self.feeds)
+            if r.symbols
+        ]
+        if judged:
+            return judged
+        idle = Observation(
+            market_open=True,
+            connected=False,
+            seconds_since_data=None,
+            seconds_connected=None,
+            stale_after=self.stale_after,
+            idle=True,
+            **self.observe_extra(),
+        )
+        return [(None, judge(idle))]
 
     def verdict(self) -> Verdict:
         """The worst stream's verdict (the first stream's when all agree)."""
@@ -68,7 +88,7 @@ class HealthMonitor(Worker):
         """One health check; forces a reconnect of each stream that went silent."""
         judged = self.verdicts()
         for receiver, verdict in judged:
-            if verdict.stale:
+            if verdict.stale and receiver is not None:
                 self.stale_reconnects += 1
                 logger.warning(
                     "💓 %s: %s: forcing a reconnect", receiver.name, verdict.reason

@@ -24,10 +24,17 @@ from api.collector.database import (
 )
 from api.collector.feed import FeedPolicy, Receiver, Streams, feed_url
 from api.collector.journal import Journal
-from api.collector.leader import FileLock, Leadership, PostgresLock, Role
+from api.collector.leader import (
+    FileLock,
+    Leadership,
+    PostgresLock,
+    Role,
+    units_for,
+)
 from api.collector.metrics import MetricsServer
 from api.collector.monitor import HealthMonitor
 from api.collector.outputs import Fanout, Output, Policy
+from api.collector.pool import FeedPool
 from api.collector.pump import Pump
 from api.collector.session import SessionGate
 from api.collector.spool import Spool, SpoolUnusable
@@ -123,6 +130,12 @@ class CollectorConfig:
     receiver_process: bool = os.name == "posix"  # the helper needs pass_fds
     db_timeout: float = CALL_TIMEOUT  # bound on one database call
     startup_db_wait: float = 60.0  # give up starting after this long without it
+    # Symbols per EODHD connection: a stream's symbols take as many as needed.
+    symbols_per_connection: int = 50
+    # Take the symbols from the database's universe (api.models.UniverseSymbol)
+    # instead of `symbols`, at most `capacity` of them (api/collector/universe.py).
+    universe: bool = False
+    capacity: int = 500
 
 
 class Collector:
@@ -166,7 +179,10 @@ class Collector:
                 Output("sentiment", (Trades, Closes), Policy.DROP, maxsize=10_000),
             ]
         )
+        # Every connection, by name: the stream's name for its first, then
+        # "<stream>-2", ... (api/collector/pool.py).
         self.receivers: dict[str, Receiver] = {}
+        self.pools: dict[str, FeedPool] = {}
         # Rows in each partitioned table's default partition, as last measured.
         self.default_partition_rows: dict[str, int] = {}
         self.receiver: Receiver | Streams | None = None
@@ -276,51 +292,95 @@ class Collector:
                 )
 
     def _leadership(self) -> Leadership | None:
+        """One lock per symbol this collector may write (api/collector/leader.py)."""
         name = self.config.writer_lock
         if name is None:
             return None
+        units = units_for(self.kinds, self.config.symbols)
         if connection.vendor == "postgresql":
-            return Leadership(name, PostgresLock(name, self.identity))
-        return Leadership(name, FileLock(name, Path(settings.DATA_DIR) / "locks"))
+            return Leadership(name, PostgresLock(self.identity, units))
+        return Leadership(name, FileLock(Path(settings.DATA_DIR) / "locks", units))
 
     def _save_partial(self, ticks, seeds: Seeds) -> None:
         writer = self.writer
         if writer is not None and writer.role is Role.STANDBY:
             return  # a standby's partial bars are not the stored sequence
         try:
-            saved = save_partial_state(self.spool.directory, ticks, seeds)
+            # Only the symbols it writes: the others' are not the stored sequence.
+            saved = save_partial_state(
+                self.spool.directory,
+                ticks,
+                seeds,
+                keep=writer.keeps if writer is not None else None,
+            )
             logger.info("💾 saved %s", saved)
         except OSError as exc:
             logger.error("❌ could not save the partial bars: %s", exc)
 
-    def build(self, next_numbers: dict[str, int]) -> None:
+    def _receiver(self, stream: str, name: str, symbols: list[str]) -> Receiver:
+        """A connection of `stream` (its first is named after the stream)."""
         cfg = self.config
         several = len(self.streams) > 1
-        for stream in self.streams:
-            pump = self.pumps[stream] = Pump() if cfg.receiver_process else None
-            quotes = STREAM_KINDS[stream][0].built_from == "quotes"
-            self.receivers[stream] = Receiver(
-                url=feed_url(cfg.ws_url, stream) if several else cfg.ws_url,
-                token=cfg.api_key,
-                symbols=cfg.symbols,
-                out=self.trades_queue,
-                stop=self.stop,
-                gate=self.gates[stream],
-                clock=self.clock,
-                policy=cfg.policy,
-                connect=pump.create_connection if pump else None,
-                accepts=Quote if quotes else Trade,
-                name=f"receiver-{stream}" if several else "receiver",
-                stream=stream,
-            )
-        self.pump = self.pumps.get(self.streams[0])
+        pump = Pump() if cfg.receiver_process else None
+        self.pumps[name] = pump
+        quotes = STREAM_KINDS[stream][0].built_from == "quotes"
+        receiver = Receiver(
+            url=feed_url(cfg.ws_url, stream) if several else cfg.ws_url,
+            token=cfg.api_key,
+            symbols=symbols,
+            out=self.trades_queue,
+            stop=self.stop,
+            gate=self.gates[stream],
+            clock=self.clock,
+            policy=cfg.policy,
+            connect=pump.create_connection if pump else None,
+            accepts=Quote if quotes else Trade,
+            name="receiver"
+            if name == self.streams[0] and not several
+            else (f"receiver-{name}"),
+            stream=stream,
+        )
+        receiver.journal = self.journal
+        self.receivers[name] = receiver
+        if self.monitor is not None:
+            self.monitor.feeds.append((receiver, self.gates[stream]))
+        return receiver
+
+    def subscribe(self, symbols: list[str]) -> None:
+        """Collect exactly these symbols from now on: spread over each stream's
+        connections, live (new connections are started; removed symbols are
+        unsubscribed on their socket). Any thread."""
+        for pool in self.pools.values():
+            for receiver in pool.assign(symbols):
+                if self.aggregator is not None and self.aggregator.is_alive():
+                    receiver.start()
+        self.receiver = self._feed_view()
+
+    def _feed_view(self) -> "Receiver | Streams":
         receivers = list(self.receivers.values())
-        self.receiver = Streams(self.receivers) if several else receivers[0]
+        return Streams(self.receivers) if len(receivers) > 1 else receivers[0]
+
+    def build(self, next_numbers: dict[str, int]) -> None:
+        cfg = self.config
+        for stream in self.streams:
+            self.pools[stream] = FeedPool(
+                stream,
+                cfg.symbols_per_connection,
+                lambda name, symbols, stream=stream: self._receiver(
+                    stream, name, symbols
+                ),
+                prefix=stream,
+            )
+            self.pools[stream].assign(cfg.symbols)
+        self.pump = self.pumps.get(self.streams[0])
+        self.receiver = self._feed_view()
         self.aggregator = Aggregator(
             inbox=self.trades_queue,
             fanout=self.fanout,
             stop=self.stop,
-            upstream_done=lambda: not any(r.is_alive() for r in receivers),
+            upstream_done=lambda: (
+                not any(r.is_alive() for r in list(self.receivers.values()))
+            ),
             scores=self.scores,
             clock=self.clock,
             ingest=Ingest(
@@ -353,7 +413,6 @@ class Collector:
             known_tails=self.known_tails,
             maintenance=self._maintain_partitions,
         )
-        self.writer.symbols = list(cfg.symbols)
         articles = SharedArticles()
         self.sentiment = SentimentEngine(
             inbox=self.fanout.get("sentiment").queue,
@@ -388,7 +447,8 @@ class Collector:
                 poll_interval=cfg.news_poll_interval,
             )
         self.monitor = HealthMonitor(
-            feeds=[(self.receivers[s], self.gates[s]) for s in self.streams],
+            feeds=[(r, self.gates[r.stream]) for r in self.receivers.values()],
+            clock=self.clock,
             stop=self.stop,
             stale_after=cfg.stale_after,
             summary=self.summary,

@@ -16,6 +16,7 @@ REASONS = {
     "market closed": "market_close",
     "stale": "stale",
     "symbol silent": "stale",  # one symbol stopped while the others streamed
+    "unsubscribed": "unsubscribed",  # taken off the collector (a universe edit)
 }
 
 

@@ -24,13 +24,15 @@ class Observation:
     db_busy_limit: float | None = None  # None: not judged
     spooling: bool = False  # bars went to the spool lately
     last_error: str | None = None  # the writer's last database error
+    idle: bool = False  # no symbols to collect (a universe collector without any)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     healthy: bool
     # "ok", "standby", "closed", "connecting", "stale", "writer behind",
-    # "writer stuck", "database not answering", "spooling", "leadership unknown"
+    # "writer stuck", "database not answering", "spooling", "leadership unknown",
+    # "idle"
     state: str
     reason: str
     failing: bool = False  # unhealthy and losing ground (not merely degraded)
@@ -117,6 +119,8 @@ def _writer(obs: Observation) -> Verdict | None:
 
 
 def _feed(obs: Observation) -> Verdict | None:
+    if obs.idle:
+        return Verdict(True, "idle", "no symbols to collect: none claimed yet")
     if not obs.market_open:
         return Verdict(True, "closed", "market closed: waiting for the next session")
     if not obs.connected:
