@@ -17,6 +17,12 @@ outage: every connection drops, handshakes are refused (HTTP 503), and the
 market goes on - trades for the symbols that were subscribed keep going on the
 tape - until the outage ends; the collector's coverage then records a real gap.
 
+Account-wide limits (off by default) make several sockets of one API token
+compete as they do at EODHD: `max_connections` (an upgrade over it gets HTTP
+403), `account_symbols` (a subscribe over it gets the 422 frame) and
+`slot_hold` (a socket that died keeps its slots for a while). Refusals are
+listed by `refusals()`, a token's slots in use by `usage()`.
+
 No Django here: the module is used in-process by tests and by `--demo`.
 """
 
@@ -42,6 +48,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
 from api.market import calendar
@@ -166,6 +173,20 @@ class SimOptions:
     # Tick requests (0 = first) whose body is cut in the middle: Content-Length
     # promises the whole body, half of it is sent, then the connection closes.
     ticks_truncate: tuple[int, ...] = ()
+    # -- account-wide limits, per API token (None: no limit) -------------------
+    # Open connections of one token; an upgrade over it gets HTTP 403 at the
+    # handshake (EODHD's "too many connections").
+    max_connections: int | None = None
+    # Symbols subscribed across one token's connections (a symbol on two
+    # sockets counts twice); a subscribe that would go over it is refused whole
+    # with the 422 frame and the socket stays up, like `max_symbols`.
+    account_symbols: int | None = None
+    # Seconds (time.monotonic, not `clock`: a frozen clock must not hold slots
+    # forever) that a connection's slot and symbols still count against its
+    # token after it ended any way but a close frame from the client: a drop,
+    # an outage, a server-side end, a client that vanished. Field reports: the
+    # slots of a socket that just died stay taken for up to ~105 s.
+    slot_hold: float = 0.0
 
 
 @dataclass
@@ -186,6 +207,41 @@ class ConnectionRecord:
     # client-closed, dropped, server-stopped, bad-token, error-403/422/500,
     # early-subscribe
     ended: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused by a limit."""
+
+    # "connections" (max_connections: HTTP 403 at the handshake), "symbols"
+    # (account_symbols: the 422 frame) or "connection-symbols" (max_symbols,
+    # the per-connection limit: the 422 frame).
+    kind: str
+    token: str
+    connection: int | None  # the subscribing connection; None at a handshake
+    would_be: int  # the count the request would have reached
+    limit: int
+    at: float  # by the options clock, like ConnectionRecord.opened_at
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """What counts against one token's account-wide limits right now."""
+
+    connections: int  # open (or being opened) plus held
+    symbols: int  # subscribed on open connections plus held
+    held_connections: int  # ended connections still within slot_hold
+    held_symbols: int
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """The slots of an ended connection, taken until `until` (monotonic)."""
+
+    token: str
+    connection: int
+    symbols: int
+    until: float
 
 
 @dataclass(frozen=True)
@@ -472,6 +528,12 @@ class FeedServer:
         self._outage: threading.Event | None = None
         self._outage_thread: threading.Thread | None = None
         self._tick_log: list[TickRequest] = []
+        # Account-wide limits: upgrades let through by _process_request whose
+        # handler has not registered them yet (they already count, or two quick
+        # upgrades could both pass), the slots of dead connections, refusals.
+        self._pending: dict[ServerConnection, str] = {}
+        self._holds: list[_Hold] = []
+        self._refusals: list[Refusal] = []
         self._stopping = threading.Event()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -614,6 +676,16 @@ class FeedServer:
         """What each tick-history request asked and got, in order."""
         with self._lock:
             return [replace(r, query=dict(r.query)) for r in self._tick_log]
+
+    def refusals(self) -> list[Refusal]:
+        """Every upgrade or subscribe refused by a limit, in order."""
+        with self._lock:
+            return list(self._refusals)
+
+    def usage(self, token: str) -> TokenUsage:
+        """The slots `token` has taken now, as the limits count them."""
+        with self._lock:
+            return self._usage(token)
 
     # -- control -------------------------------------------------------------
 
@@ -796,11 +868,61 @@ class FeedServer:
         status = self.options.reject_bad_token_http
         if status is not None and not self._token_ok(token):
             return ws.respond(status, "Unauthorized\n")
+        limit = self.options.max_connections
+        if limit is None:
+            return None
+        with self._lock:
+            in_use = self._usage(token).connections
+            if in_use >= limit:
+                self._refuse("connections", token, None, in_use + 1, limit)
+                refused = True
+            else:
+                # Counted from now: the handler registers it a moment later.
+                self._pending[ws] = token
+                refused = False
+        if refused:
+            return ws.respond(HTTPStatus.FORBIDDEN, "Too many connections\n")
         return None
+
+    def _usage(self, token: str) -> TokenUsage:
+        """`token`'s slots: pending upgrades, open connections, live holds.
+        Call with the lock held."""
+        # An upgrade whose handshake failed never reaches the handler; its
+        # socket closes, and that ends its reservation.
+        for ws in [w for w, t in self._pending.items() if w.state is State.CLOSED]:
+            del self._pending[ws]
+        now = time.monotonic()
+        self._holds = [h for h in self._holds if h.until > now]
+        held = [h for h in self._holds if h.token == token]
+        lives = [v for v in self._live.values() if v.record.token == token]
+        pending = sum(1 for t in self._pending.values() if t == token)
+        held_symbols = sum(h.symbols for h in held)
+        return TokenUsage(
+            connections=pending + len(lives) + len(held),
+            symbols=sum(len(v.symbols) for v in lives) + held_symbols,
+            held_connections=len(held),
+            held_symbols=held_symbols,
+        )
+
+    def _refuse(
+        self, kind: str, token: str, connection: int | None, would_be: int, limit: int
+    ) -> None:
+        """Records a refusal (call with the lock held)."""
+        self._refusals.append(
+            Refusal(kind, token, connection, would_be, limit, self.options.clock())
+        )
+        logger.info(
+            "refused (%s limit %s): connection %s would reach %s",
+            kind,
+            limit,
+            connection,
+            would_be,
+        )
 
     def _handle(self, ws: ServerConnection) -> None:
         feed, token = _parse_path(ws.request.path if ws.request else "")
         with self._changed:
+            self._pending.pop(ws, None)  # counted as live from here on
             record = ConnectionRecord(
                 index=len(self._records),
                 feed=feed,
@@ -822,12 +944,25 @@ class FeedServer:
             if live.sender is not None:
                 live.sender.join(timeout=2)
             with self._changed:
+                # Read before `ended` is set: a close frame from the client
+                # while the server had not ended the connection.
+                clean = record.ended is None and ws.protocol.close_rcvd is not None
                 if record.ended is None:
                     record.ended = (
                         "server-stopped" if self._stopping.is_set() else "client-closed"
                     )
+                    clean = clean and not self._stopping.is_set()
                 record.closed_at = self.options.clock()
                 self._live.pop(record.index, None)
+                if not clean and self.options.slot_hold > 0:
+                    self._holds.append(
+                        _Hold(
+                            token=record.token,
+                            connection=record.index,
+                            symbols=len(live.symbols),
+                            until=time.monotonic() + self.options.slot_hold,
+                        )
+                    )
                 self._changed.notify_all()
             logger.info(
                 "connection %s ended (%s) after %s trades",
@@ -902,9 +1037,7 @@ class FeedServer:
         with self._lock:
             current = set(live.symbols)
             if action == "subscribe":
-                wanted = current | set(symbols)
-                if len(wanted) > self.options.max_symbols:
-                    wanted = None
+                wanted = self._allowed(live, current | set(symbols))
                 live.record.subscribes += 1
             elif action == "unsubscribe":
                 wanted = current - set(symbols)
@@ -918,6 +1051,30 @@ class FeedServer:
             live.ws.send(STATUS_FRAMES[422])
         live.wake.set()
         return False
+
+    def _allowed(self, live: _Live, wanted: set[str]) -> set[str] | None:
+        """`wanted` if a subscription to it is within the limits, else None
+        (the refusal recorded). Call with the lock held."""
+        opts, record = self.options, live.record
+        if len(wanted) > opts.max_symbols:
+            self._refuse(
+                "connection-symbols",
+                record.token,
+                record.index,
+                len(wanted),
+                opts.max_symbols,
+            )
+            return None
+        if opts.account_symbols is None:
+            return wanted
+        # The token's total with this connection's part replaced by `wanted`.
+        total = self._usage(record.token).symbols - len(live.symbols) + len(wanted)
+        if total > opts.account_symbols:
+            self._refuse(
+                "symbols", record.token, record.index, total, opts.account_symbols
+            )
+            return None
+        return wanted
 
     def _may_send(self, live: _Live) -> bool:
         opts = self.options
