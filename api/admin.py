@@ -5,6 +5,7 @@ from django.urls import path
 from django.utils.functional import cached_property
 
 from api import quality
+from api.collector.leader import unit, writers
 from api.models import (
     Backfill,
     Coverage,
@@ -14,6 +15,7 @@ from api.models import (
     SecondSnapshot,
     TickCandle100,
     Ticker,
+    UniverseSymbol,
 )
 
 
@@ -49,6 +51,40 @@ class CollectorWrittenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(UniverseSymbol)
+class UniverseSymbolAdmin(admin.ModelAdmin):
+    """The symbols --universe collectors collect: an edit reaches them within
+    seconds (subscribed or unsubscribed live); "writer" is the collector
+    holding the symbol's writer lock right now."""
+
+    list_display = ("symbol", "enabled", "writer", "note", "updated_at")
+    list_editable = ("enabled",)
+    list_filter = ("enabled",)
+    search_fields = ("symbol", "note")
+    actions = ("enable", "disable")
+
+    def get_changelist_instance(self, request):
+        """The page's rows, each told who writes it (one look at pg_locks)."""
+        changelist = super().get_changelist_instance(request)
+        rows = changelist.result_list
+        found = writers(unit("trades", row.symbol) for row in rows)
+        for row in rows:
+            row.writer_now = found.get(unit("trades", row.symbol), "—")
+        return changelist
+
+    @admin.display(description="writer")
+    def writer(self, obj) -> str:
+        return getattr(obj, "writer_now", "—")
+
+    @admin.action(description="Enable the selected symbols")
+    def enable(self, request, queryset):
+        queryset.update(enabled=True)
+
+    @admin.action(description="Disable the selected symbols")
+    def disable(self, request, queryset):
+        queryset.update(enabled=False)
 
 
 @admin.register(Ticker)

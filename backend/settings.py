@@ -157,9 +157,14 @@ EODHD_DAILY_CALLS = env_int("EODHD_DAILY_CALLS", 100_000, 1)
 EODHD_TICKS_CALL_COST = env_int("EODHD_TICKS_CALL_COST", 10, 1)
 # Rows one tick-history response holds at most (a shorter page ends a range).
 EODHD_TICKS_PAGE_ROWS = env_int("EODHD_TICKS_PAGE_ROWS", 10_000, 1)
+# Symbols per WebSocket connection (EODHD: 50; accounts can have it raised): a
+# collector opens as many connections as its symbols need.
+EODHD_SYMBOLS_PER_CONNECTION = env_int("EODHD_SYMBOLS_PER_CONNECTION", 50, 1)
 
 # Collector tuning (command-line options override these).
 COLLECTOR_GRACE_SECONDS = env_float("COLLECTOR_GRACE_SECONDS", 2.0, 0.0)
+# --universe: the most symbols one collector claims (--capacity overrides).
+COLLECTOR_CAPACITY = env_int("COLLECTOR_CAPACITY", 500, 1)
 COLLECTOR_REVISION_WINDOW_SECONDS = env_float(
     "COLLECTOR_REVISION_WINDOW_SECONDS", 300.0, 0.0
 )

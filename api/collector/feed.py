@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 256
 BATCH_AGE = 0.05  # seconds a partial batch may wait before it is handed on
+UNSUBSCRIBE_DRAIN = 2.0  # seconds a removed symbol's in-flight trades are taken
 RECV_TIMEOUT = 0.25  # how often the receive loop looks at stop/reconnect requests
 # The connection counts as streaming (so one symbol's silence means something)
 # while its last trade is at most this old.
@@ -196,6 +197,9 @@ class Receiver(Worker):
         # receive loop on the live connection.
         self._target: tuple[str, ...] | None = None
         self._target_set = threading.Event()
+        # Until then (monotonic), trades of symbols just unsubscribed are still
+        # taken: the server sent them before it saw the unsubscribe.
+        self._draining_until: float | None = None
 
     # Called from other threads -------------------------------------------------
 
@@ -453,6 +457,9 @@ class Receiver(Worker):
                 raise _Reconnect("market closed")
             if self._target is not None:
                 self._apply_target(ws)
+            if self._draining_until is not None and now >= self._draining_until:
+                self._draining_until = None
+                self._wanted = frozenset(self.symbols)
             if self.policy.symbol_silence > 0:
                 self._resubscribe_silent(ws, now)
             if pong_wait_since is not None and self._last_pong >= pong_wait_since:
@@ -530,6 +537,8 @@ class Receiver(Worker):
             raise _Reconnect("connection dropped") from exc
         wall = self.clock.now()
         if removed:
+            self._wanted = self._wanted | frozenset(removed)
+            self._draining_until = self.clock.monotonic() + UNSUBSCRIBE_DRAIN
             self._watch(Watch(self.stream, tuple(removed), wall, True, "unsubscribed"))
             for symbol in removed:
                 self._watched_from.pop(symbol, None)
@@ -637,10 +646,11 @@ class Receiver(Worker):
 
 
 class Streams:
-    """Several receivers (one per EODHD stream) seen as one feed, for the
-    figures that add up: counters are summed, "connected" needs every stream,
-    the time since data is the worst stream's. Read-only; per-stream figures are
-    on each receiver (`by_stream`)."""
+    """Several receivers (connections of one or more EODHD streams) seen as
+    one feed, for the figures that add up: counters are summed, "connected"
+    needs every connection with symbols, the time since data is the worst one's.
+    Read-only; per-connection figures are on each receiver (`by_stream`, by
+    connection name)."""
 
     def __init__(self, receivers: dict[str, Receiver]) -> None:
         self.by_stream = receivers
@@ -665,12 +675,17 @@ class Streams:
 
     @property
     def connected(self) -> bool:
-        return all(r.connected for r in self.by_stream.values())
+        live = self._active()
+        return bool(live) and all(r.connected for r in live)
+
+    def _active(self) -> list[Receiver]:
+        """The connections with symbols to collect (an idle one has none)."""
+        return [r for r in list(self.by_stream.values()) if r.symbols]
 
     @property
     def connected_at(self) -> float | None:
-        times = [r.connected_at for r in self.by_stream.values()]
-        return None if None in times else max(times)
+        times = [r.connected_at for r in self._active()]
+        return None if not times or None in times else max(times)
 
     @property
     def symbols(self) -> list[str]:
@@ -689,5 +704,5 @@ class Streams:
         return merged
 
     def seconds_since_data(self) -> float | None:
-        ages = [r.seconds_since_data() for r in self.by_stream.values()]
-        return None if None in ages else max(ages)
+        ages = [r.seconds_since_data() for r in self._active()]
+        return None if not ages or None in ages else max(ages)

@@ -558,6 +558,32 @@ class Election:
         return False
 
 
+def writers(names: Iterable[str]) -> dict[str, str]:
+    """Who holds each unit's lock now (PostgreSQL): unit -> the holding
+    session's application_name and pid. For the admin; any connection."""
+    names = list(names)
+    if not names or connections["default"].vendor != "postgresql":
+        return {}
+    parts = {
+        ((lock_key(n) >> 32) & 0xFFFFFFFF, lock_key(n) & 0xFFFFFFFF): n for n in names
+    }
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT l.classid::bigint, l.objid::bigint, a.application_name, a.pid "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND (l.classid::bigint, l.objid::bigint) IN "
+            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+            [[c for c, _ in parts], [o for _, o in parts]],
+        )
+        return {
+            parts[(c, o)]: f"{application or '?'} (pid {pid})"
+            for c, o, application, pid in cursor.fetchall()
+        }
+
+
 def kinds_of(name: str) -> tuple[BarKind, ...]:
     source = name.split(":", 1)[0]
     return tuple(kind for kind in KINDS if kind.built_from == source)

@@ -88,35 +88,58 @@ def _project_version() -> str:
 
 
 def _streams(app, counter):
-    """Per-stream series: each EODHD stream has its own connection."""
-    receivers = app.receivers
+    """Per-stream series (a stream's connections added up), then each
+    connection's own."""
+    receivers = list(app.receivers.items())
+    by_stream: dict[str, list] = {}
+    for _, r in receivers:
+        by_stream.setdefault(r.stream, []).append(r)
     connected = GaugeMetricFamily(
         "collector_stream_connected",
-        "1 when this stream's socket is up",
+        "1 when every socket of this stream with symbols is up",
         labels=["stream"],
     )
-    for stream, r in receivers.items():
-        connected.add_metric([stream], int(r.connected))
+    for stream, rs in by_stream.items():
+        active = [r for r in rs if r.symbols]
+        connected.add_metric(
+            [stream], int(bool(active) and all(r.connected for r in active))
+        )
     yield connected
     yield counter(
         "collector_stream_frames_received",
         "WebSocket data frames, per stream",
         None,
         ["stream"],
-        [([stream], r.stats.frames) for stream, r in receivers.items()],
+        [([s], sum(r.stats.frames for r in rs)) for s, rs in by_stream.items()],
     )
     known = dict.fromkeys(RECONNECT_REASONS, 0)
+    totals: dict[tuple[str, str], int] = {}
+    for stream, rs in by_stream.items():
+        for r in rs:
+            for reason, n in (known | r.stats.reconnects).items():
+                totals[(stream, reason)] = totals.get((stream, reason), 0) + n
     yield counter(
         "collector_stream_reconnects",
         "Reconnects by stream and reason",
         None,
         ["stream", "reason"],
-        [
-            ([stream, reason], n)
-            for stream, r in receivers.items()
-            for reason, n in sorted((known | r.stats.reconnects).items())
-        ],
+        [([s, reason], n) for (s, reason), n in sorted(totals.items())],
     )
+    per = GaugeMetricFamily(
+        "collector_connection_connected",
+        "1 when this connection's socket is up",
+        labels=["connection", "stream"],
+    )
+    symbols = GaugeMetricFamily(
+        "collector_connection_symbols",
+        "Symbols subscribed on this connection",
+        labels=["connection", "stream"],
+    )
+    for name, r in receivers:
+        per.add_metric([name, r.stream], int(r.connected))
+        symbols.add_metric([name, r.stream], len(r.symbols))
+    yield per
+    yield symbols
 
 
 class CollectorExporter:
@@ -368,6 +391,32 @@ class CollectorExporter:
         for name in ("writer", "standby", "unknown", "electing"):
             family.add_metric([lock, name], int(name == role))
         yield family
+        if w.leadership is not None:
+            held = w.leadership.held
+            owned = GaugeMetricFamily(
+                "collector_symbol_writer",
+                "1 when this collector writes the symbol's bars (per trades or "
+                "quotes); sum by symbol across collectors: exactly 1",
+                labels=["symbol", "built_from"],
+            )
+            for name in sorted(held | w.leadership.lock.wanted):
+                source, symbol = name.split(":", 1)
+                owned.add_metric([symbol, source], int(name in held))
+            yield owned
+        universe = app.universe
+        if universe is not None:
+            claim = w.leadership.lock.claim
+            yield gauge(
+                "collector_universe_symbols",
+                "Symbols enabled in the universe, as last read",
+                len(universe.enabled),
+            )
+            yield gauge(
+                "collector_universe_unclaimed",
+                "Enabled units no collector held at this collector's last "
+                "election (more than a few seconds: add capacity)",
+                claim.free if claim is not None else 0,
+            )
         yield counter(
             "collector_db_errors",
             "Failed database calls by kind (transient, permanent, timeout)",

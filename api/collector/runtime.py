@@ -25,6 +25,7 @@ from api.collector.database import (
 from api.collector.feed import FeedPolicy, Receiver, Streams, feed_url
 from api.collector.journal import Journal
 from api.collector.leader import (
+    Claim,
     FileLock,
     Leadership,
     PostgresLock,
@@ -39,6 +40,7 @@ from api.collector.pump import Pump
 from api.collector.session import SessionGate
 from api.collector.spool import Spool, SpoolUnusable
 from api.collector.state import Seeds, load_partial_state, save_partial_state
+from api.collector.universe import Universe
 from api.collector.writer import FLUSH_INTERVAL, SUSPECT_AFTER, Writer
 from api.market.backoff import Backoff
 from api.market.health import Verdict
@@ -192,6 +194,7 @@ class Collector:
         self.sentiment: SentimentEngine | None = None
         self.news: NewsPoller | None = None
         self.news_budget: SharedBudget | None = None
+        self.universe: Universe | None = None
         self.metrics: MetricsServer | None = None
         self.journal: Journal | None = None
         self.pumps: dict[str, Pump] = {}
@@ -298,8 +301,12 @@ class Collector:
             return None
         units = units_for(self.kinds, self.config.symbols)
         if connection.vendor == "postgresql":
-            return Leadership(name, PostgresLock(self.identity, units))
-        return Leadership(name, FileLock(Path(settings.DATA_DIR) / "locks", units))
+            lock = PostgresLock(self.identity, units)
+        else:
+            lock = FileLock(Path(settings.DATA_DIR) / "locks", units)
+        if self.config.universe:
+            lock.claim = Claim(capacity=self.config.capacity)
+        return Leadership(name, lock)
 
     def _save_partial(self, ticks, seeds: Seeds) -> None:
         writer = self.writer
@@ -356,9 +363,18 @@ class Collector:
                     receiver.start()
         self.receiver = self._feed_view()
 
+    def retarget(self, symbols: list[str]) -> None:
+        """Universe mode: collect exactly these symbols from now on (the
+        connections, sentiment and news follow)."""
+        self.subscribe(symbols)
+        if self.sentiment is not None:
+            self.sentiment.retarget(symbols)
+        if self.news is not None:
+            self.news.retarget(symbols)
+
     def _feed_view(self) -> "Receiver | Streams":
         receivers = list(self.receivers.values())
-        return Streams(self.receivers) if len(receivers) > 1 else receivers[0]
+        return receivers[0] if len(receivers) == 1 else Streams(self.receivers)
 
     def build(self, next_numbers: dict[str, int]) -> None:
         cfg = self.config
@@ -378,8 +394,11 @@ class Collector:
             inbox=self.trades_queue,
             fanout=self.fanout,
             stop=self.stop,
+            # Receivers come and go with the symbols: upstream is done only
+            # once stopping.
             upstream_done=lambda: (
-                not any(r.is_alive() for r in list(self.receivers.values()))
+                self.stop.is_set()
+                and not any(r.is_alive() for r in list(self.receivers.values()))
             ),
             scores=self.scores,
             clock=self.clock,
@@ -456,12 +475,14 @@ class Collector:
             check_interval=cfg.health_check_interval,
             log_interval=cfg.health_log_interval,
         )
+        if cfg.universe:
+            self.universe = Universe(app=self, stop=self.stop, clock=self.clock)
 
     @property
     def workers(self) -> list:
         """In shutdown order: the pipeline drains front to back."""
         workers = [*self.receivers.values(), self.aggregator, self.writer]
-        return [*workers, self.monitor, self.sentiment, self.news]
+        return [*workers, self.monitor, self.sentiment, self.news, self.universe]
 
     # Running --------------------------------------------------------------------
 

@@ -82,11 +82,28 @@ class SentimentEngine(Worker):
         self.state = {symbol: _SymbolState() for symbol in symbols}
         self.computations = 0
         self.errors = 0
+        self._retarget: list[str] | None = None
+
+    def retarget(self, symbols: list[str]) -> None:
+        """Score exactly these symbols from the next cycle on (any thread)."""
+        self._retarget = list(symbols)
+
+    def _apply_retarget(self) -> None:
+        symbols, self._retarget = self._retarget, None
+        if symbols is None:
+            return
+        for symbol in [s for s in self.state if s not in symbols]:
+            del self.state[symbol]
+            self.scores.forget(symbol)
+        for symbol in symbols:
+            self.state.setdefault(symbol, _SymbolState())
+        self.symbols = list(symbols)
 
     def work(self) -> None:
         next_log = self.clock.monotonic() + 10
         while not self.stop.is_set():
             started = self.clock.monotonic()
+            self._apply_retarget()
             self.drain()
             self.compute_all(self.clock.now())
             if self.verbose and self.clock.monotonic() >= next_log:
@@ -190,6 +207,7 @@ class NewsPoller(Worker):
         self.articles = articles
         self.symbols = list(symbols)
         self.clock = clock or Clock()
+        self._asked_interval = poll_interval
         self.poll_interval = max(poll_interval, self._budget_interval())
         if self.poll_interval > poll_interval:
             logger.warning(
@@ -204,6 +222,7 @@ class NewsPoller(Worker):
         self.failures = 0
         self.last_success_at: float | None = None  # epoch seconds
         self._due = {symbol: 0.0 for symbol in symbols}
+        self._retarget: list[str] | None = None
 
     def _budget_interval(self) -> float:
         """The shortest interval at which polling every symbol around the clock
@@ -249,7 +268,22 @@ class NewsPoller(Worker):
                 logger.info("📰 %s: %d new articles", symbol, added)
         return made
 
+    def retarget(self, symbols: list[str]) -> None:
+        """Poll exactly these symbols from now on (any thread; a new one is
+        due at once)."""
+        self._retarget = list(symbols)
+
+    def _apply_retarget(self) -> None:
+        symbols, self._retarget = self._retarget, None
+        if symbols is None:
+            return
+        self._due = {s: self._due.get(s, 0.0) for s in symbols}
+        self.symbols = list(symbols)
+        # More symbols on one budget: each is polled less often.
+        self.poll_interval = max(self._asked_interval, self._budget_interval())
+
     def work(self) -> None:
         while not self.stop.is_set():
+            self._apply_retarget()
             self.poll_due()
             self.stop.wait(1.0)

@@ -1,5 +1,6 @@
-"""The deploy kit: Dockerfile, .dockerignore, deploy/compose.yaml, .env.example and
-the systemd units under deploy/systemd/.
+"""The deploy kit: Dockerfile, .dockerignore, deploy/compose.yaml, .env.example,
+the systemd units under deploy/systemd/ and the Kubernetes manifests under
+deploy/k8s/.
 
 The compose file is rendered by Debian's `docker-compose` (1.29) where it is
 installed. It reads `../.env` beside the project, so the test renders a copy of
@@ -14,6 +15,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
+K8S = DEPLOY / "k8s"
 
 SERVICES = {"db", "migrate", "collector", "standby", "web", "prometheus", "grafana"}
 APP_SERVICES = {"migrate", "collector", "standby", "web"}
@@ -444,10 +447,52 @@ def test_it_restarts_the_collector_template_with_per_instance_symbols():
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
 
 
+def test_it_runs_universe_fleet_members_from_a_template():
+    unit = read_unit("collector-fleet@.service")
+    service = unit["Service"]
+    start = one(unit, "Service", "ExecStart")
+    assert start.startswith(
+        "/opt/eodhd-collector/.venv/bin/python manage.py run_websocket_collector_v2 "
+    )
+    words = start.split()
+    assert "--universe" in words
+    assert "--symbols" not in words and "--symbol" not in words
+    # ${NAME} passes the value as one argument; an empty or non-numeric one is an
+    # option error (exit 2), which is not restarted.
+    assert words[words.index("--capacity") + 1] == "${COLLECTOR_CAPACITY}"
+    assert words[words.index("--metrics-port") + 1] == "${COLLECTOR_METRICS_PORT}"
+    assert words[words.index("--spool-dir") + 1] == "/var/lib/eodhd-collector/%i/spool"
+    # Defaults, which the environment files override.
+    assert "COLLECTOR_CAPACITY=500" in service["Environment"]
+    assert "COLLECTOR_METRICS_PORT=9108" in service["Environment"]
+    assert service["EnvironmentFile"] == [
+        "/etc/eodhd-collector/common.env",
+        "/etc/eodhd-collector/%i.env",
+    ]
+    assert "COLLECTOR_DATA_DIR=/var/lib/eodhd-collector/%i" in service["Environment"]
+    assert one(unit, "Service", "StateDirectory") == "eodhd-collector/%i"
+    assert one(unit, "Install", "WantedBy") == "multi-user.target"
+
+
+def test_it_stops_and_restarts_fleet_members_as_symbol_set_collectors():
+    fleet = read_unit("collector-fleet@.service")["Service"]
+    template = read_unit("collector@.service")["Service"]
+    for key in (
+        "Type", "User", "Group", "WorkingDirectory",
+        "KillSignal", "KillMode", "TimeoutStopSec",
+        "Restart", "RestartSec", "RestartPreventExitStatus",
+        "StateDirectory", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
+        "PrivateTmp", "ReadWritePaths",
+    ):  # fmt: skip
+        assert fleet[key] == template[key], key
+    assert fleet["RestartPreventExitStatus"] == ["2"]
+
+
 @pytest.mark.parametrize(
     "name",
     [
         "collector@.service",
+        "collector-fleet@.service",
         "collector-web.service",
         "cleanup-old-data.service",
         "backfill-gaps.service",
@@ -516,3 +561,377 @@ def test_it_backfills_gaps_twice_a_day_from_a_timer():
             check=False,
         )
         assert checked.returncode == 0, checked.stderr
+
+
+# --- Kubernetes -------------------------------------------------------------------
+
+# The Secret every workload reads its credentials from; the manifests only name it.
+K8S_SECRET = "eodhd-collector-secrets"
+K8S_SECRET_KEYS = {"EODHD_API_KEY", "DATABASE_URL", "DJANGO_SECRET_KEY"}
+METRICS_PORT = 9108
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict:
+    """Every document of every manifest under deploy/k8s/, by (kind, name)."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML parses the manifests")
+    documents = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            if document is None:
+                continue
+            key = (document["kind"], document["metadata"]["name"])
+            assert key not in documents, key
+            documents[key] = document
+    return documents
+
+
+def k8s_one(k8s: dict, kind: str) -> dict:
+    [document] = [d for (k, _), d in k8s.items() if k == kind]
+    return document
+
+
+def pod_specs(k8s: dict) -> dict[str, dict]:
+    """The pod spec of every workload, by kind."""
+    return {
+        kind: document["spec"]["template"]["spec"]
+        for (kind, _), document in k8s.items()
+        if kind in ("StatefulSet", "Deployment", "Job")
+    }
+
+
+def containers_of(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def collector_container(k8s: dict) -> dict:
+    spec = k8s_one(k8s, "StatefulSet")["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    return container
+
+
+def port_number(container: dict, port) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    [number] = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return number
+
+
+def secret_env(container: dict) -> set[str]:
+    """The variables a container takes from the Secret; asserts every credential
+    comes from there and from nowhere else."""
+    taken = set()
+    for variable in container.get("env", []):
+        if variable["name"] in K8S_SECRET_KEYS:
+            assert "value" not in variable, variable["name"]
+            ref = variable["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": K8S_SECRET, "key": variable["name"]}, ref
+            taken.add(variable["name"])
+    for source in container.get("envFrom", []):
+        assert "secretRef" not in source, "take the credentials one by one"
+        assert source["configMapRef"]["name"] == "eodhd-collector-config"
+    return taken
+
+
+def compose_services() -> dict:
+    """deploy/compose.yaml as written (anchors and merge keys resolved)."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML parses the compose file")
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def test_it_lists_every_manifest_in_the_kustomization(k8s):
+    yaml = pytest.importorskip("yaml")
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(kustomization["resources"]) == sorted(files)
+    assert "namespace" not in kustomization
+    assert sorted(k8s) == [
+        ("ConfigMap", "eodhd-collector-config"),
+        ("Deployment", "eodhd-web"),
+        ("Job", "eodhd-migrate"),
+        ("PodDisruptionBudget", "eodhd-collector"),
+        ("Service", "eodhd-collector"),
+        ("Service", "eodhd-web"),
+        ("StatefulSet", "eodhd-collector"),
+    ]
+    # Applied into whatever namespace the operator picks.
+    for key, document in k8s.items():
+        assert "namespace" not in document["metadata"], key
+
+
+def test_it_renders_with_kustomize_where_kubectl_is_installed(k8s):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kinds = re.findall(r"^kind: (\w+)$", result.stdout, re.MULTILINE)
+    assert sorted(kinds) == sorted(kind for kind, _ in k8s)
+
+
+def test_it_runs_a_fleet_of_collectors_on_the_symbol_universe(k8s):
+    statefulset = k8s_one(k8s, "StatefulSet")
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 3
+    container = collector_container(k8s)
+    args = container["args"]
+    assert "command" not in container  # the image's entrypoint: manage.py
+    assert args[0] == "run_websocket_collector_v2"
+    assert "--universe" in args
+    assert "--symbols" not in args and "--symbol" not in args
+    assert args[args.index("--capacity") + 1] == "200"
+    assert args[args.index("--metrics-port") + 1] == str(METRICS_PORT)
+    assert args[args.index("--metrics-host") + 1] == "0.0.0.0"
+    assert args[args.index("--spool-dir") + 1] == "/data/spool"
+    # Each collector its own spool volume, kept across restarts of its pod.
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/data"] == claim["metadata"]["name"]
+    pod_volumes = {v["name"] for v in spec["template"]["spec"].get("volumes", [])}
+    assert claim["metadata"]["name"] not in pod_volumes  # not an emptyDir
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_it_scrapes_every_collector_through_a_headless_service(k8s):
+    spec = k8s_one(k8s, "StatefulSet")["spec"]
+    service = k8s[("Service", spec["serviceName"])]
+    assert service["spec"]["clusterIP"] == "None"
+    # Scraped while not ready: during an outage most of all.
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    [port] = service["spec"]["ports"]
+    assert port["port"] == METRICS_PORT
+    assert port_number(collector_container(k8s), port["targetPort"]) == METRICS_PORT
+    hints = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    for annotations in (
+        service["metadata"]["annotations"],
+        spec["template"]["metadata"]["annotations"],
+    ):
+        assert hints.items() <= annotations.items()
+
+
+def test_it_probes_the_collectors_healthz_without_killing_it_in_an_outage(k8s):
+    container = collector_container(k8s)
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"]["path"] == "/healthz"
+    assert port_number(container, readiness["httpGet"]["port"]) == METRICS_PORT
+    startup = container["startupProbe"]
+    assert port_number(container, startup["tcpSocket"]["port"]) == METRICS_PORT
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    # Liveness reads /healthz's body: an HTTP probe would fail on every 503.
+    liveness = container["livenessProbe"]
+    assert "httpGet" not in liveness
+    command = liveness["exec"]["command"]
+    assert command[:2] == ["python", "-I"]
+    assert f"http://127.0.0.1:{METRICS_PORT}/healthz" in command[-1]
+    # A stuck writer is restarted after a minute or so, not on one slow answer.
+    assert liveness["failureThreshold"] >= 3
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+    assert liveness["timeoutSeconds"] >= 5
+
+
+def test_its_liveness_probe_fails_only_a_stuck_writer_or_a_silent_collector(k8s):
+    """The probe's own script against the real metrics server, with the verdicts
+    api.market.health gives in an outage, a reconnect, a hang."""
+    from types import SimpleNamespace
+
+    from api.collector.metrics import MetricsServer
+    from api.market.health import Observation, Verdict, judge
+
+    script = collector_container(k8s)["livenessProbe"]["exec"]["command"][-1]
+    feed = {"market_open": True, "connected": True, "seconds_since_data": 1.0}
+    feed |= {"seconds_connected": 600.0, "stale_after": 120.0}
+    cases = {
+        "ok": Observation(**feed, role="writer"),
+        "closed": Observation(**feed | {"market_open": False}),
+        "connecting": Observation(**feed | {"connected": False}),
+        "stale": Observation(**feed | {"seconds_since_data": 300.0}),
+        "database not answering": Observation(**feed, db_busy=9, db_busy_limit=2),
+        "leadership unknown": Observation(**feed, role="unknown"),
+        "spooling": Observation(**feed, role="writer", spooling=True),
+        "writer behind": Observation(
+            **feed, role="writer", bars_waiting=10, max_waiting=10
+        ),
+        "writer stuck": Observation(**feed, writer_silent=45, stuck_after=30),
+    }
+    verdicts = {state: judge(observation) for state, observation in cases.items()}
+    verdicts["starting"] = Verdict(False, "starting", "the collector is starting")
+    assert {state: v.state for state, v in verdicts.items()} == {
+        state: state for state in verdicts
+    }
+    current = []
+    app = SimpleNamespace(
+        receiver=None, aggregator=None, writer=None, verdict=lambda: current[0]
+    )
+    server = MetricsServer(app, host="127.0.0.1", port=0).start()
+
+    def probe(port: int) -> int:
+        url = f"http://127.0.0.1:{METRICS_PORT}/healthz"
+        assert script.count(url) == 1
+        here = script.replace(url, f"http://127.0.0.1:{port}/healthz")
+        return subprocess.run(
+            [sys.executable, "-I", "-c", here],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
+
+    try:
+        for state, verdict in verdicts.items():
+            current[:] = [verdict]
+            expected = 1 if state == "writer stuck" else 0
+            assert probe(server.port) == expected, state
+    finally:
+        server.stop()
+    assert probe(server.port) != 0  # nobody answers
+
+
+def test_it_gives_the_collectors_time_to_write_or_spool_on_sigterm(k8s):
+    for kind, spec in pod_specs(k8s).items():
+        if kind == "Job":
+            continue
+        # Both stop within 10 s (the collector) or 20 s (gunicorn's graceful timeout).
+        assert spec["terminationGracePeriodSeconds"] > 20, kind
+    collector = k8s_one(k8s, "StatefulSet")["spec"]["template"]["spec"]
+    assert collector["terminationGracePeriodSeconds"] > 10
+
+
+def test_it_sizes_every_container(k8s):
+    for kind, spec in pod_specs(k8s).items():
+        for container in containers_of(spec):
+            resources = container["resources"]
+            assert resources["requests"]["cpu"], (kind, container["name"])
+            assert resources["requests"]["memory"], (kind, container["name"])
+            assert resources["limits"]["memory"], (kind, container["name"])
+    resources = collector_container(k8s)["resources"]
+    assert resources["requests"]["memory"].endswith("Mi")
+    assert int(resources["requests"]["memory"][:-2]) >= 300
+    assert resources["limits"]["memory"] == "1Gi"
+
+
+def test_it_runs_every_pod_unprivileged_on_a_read_only_root(k8s):
+    for kind, spec in pod_specs(k8s).items():
+        security = spec["securityContext"]
+        assert security["runAsNonRoot"] is True, kind
+        assert security["runAsUser"] == 10001, kind
+        assert security["runAsGroup"] == 10001, kind
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, kind
+        assert spec["automountServiceAccountToken"] is False, kind
+        for container in containers_of(spec):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, container["name"]
+            assert context["allowPrivilegeEscalation"] is False, container["name"]
+            assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+            assert "runAsUser" not in context, container["name"]
+    # The spool volume is writable for uid 10001's group.
+    collector = k8s_one(k8s, "StatefulSet")["spec"]["template"]["spec"]
+    assert collector["securityContext"]["fsGroup"] == 10001
+
+
+def test_it_runs_the_image_compose_builds_everywhere(k8s):
+    image = compose_services()["collector"]["image"]
+    assert image == "eodhd-collector:local"
+    for kind, spec in pod_specs(k8s).items():
+        for container in containers_of(spec):
+            assert container["image"] == image, (kind, container["name"])
+            assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_it_takes_each_credential_from_the_secret_and_only_where_used(k8s):
+    assert not [key for key in k8s if key[0] == "Secret"]
+    taken = {}
+    for kind, spec in pod_specs(k8s).items():
+        for container in containers_of(spec):
+            taken[(kind, container["name"])] = secret_env(container)
+    assert taken == {
+        ("StatefulSet", "wait-for-migrations"): {"DATABASE_URL"},
+        ("StatefulSet", "collector"): {"EODHD_API_KEY", "DATABASE_URL"},
+        ("Deployment", "wait-for-migrations"): {"DATABASE_URL"},
+        ("Deployment", "web"): {"DATABASE_URL", "DJANGO_SECRET_KEY"},
+        ("Job", "migrate"): {"DATABASE_URL"},
+    }
+
+
+def test_it_keeps_secret_values_out_of_the_manifests(k8s):
+    config = k8s[("ConfigMap", "eodhd-collector-config")]["data"]
+    secretish = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|DATABASE_URL")
+    assert not [name for name in config if secretish.search(name)]
+    # Every setting it holds is one the project documents.
+    assert set(config) - env_example_mentions() == set()
+    example = env_example_values()
+    for path in K8S.iterdir():
+        text = path.read_text()
+        for name in K8S_SECRET_KEYS:
+            assert example[name] not in text, (path.name, name)
+        # A database URL with a password in it, even an example one (the README
+        # shows the Secret's file with "..." for it).
+        if path.suffix == ".yaml":
+            assert not re.search(r"://[^:/@\s\"]+:[^@\s\"]+@", text), path.name
+
+
+def test_it_lets_one_collector_at_a_time_be_disrupted(k8s):
+    pdb = k8s_one(k8s, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb
+    # Not-ready collectors (a database outage) must not block a drain.
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    statefulset = k8s_one(k8s, "StatefulSet")["spec"]
+    assert pdb["selector"] == statefulset["selector"]
+
+
+def test_it_migrates_in_a_job_that_the_app_waits_for(k8s):
+    job = k8s[("Job", "eodhd-migrate")]["spec"]
+    [container] = job["template"]["spec"]["containers"]
+    assert container["args"] == ["migrate", "--noinput"]
+    assert "command" not in container
+    assert job["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+    for kind in ("StatefulSet", "Deployment"):
+        spec = k8s_one(k8s, kind)["spec"]["template"]["spec"]
+        [init] = spec["initContainers"]
+        assert init["args"] == ["migrate", "--check"], kind
+
+
+def test_it_serves_the_web_app_with_gunicorn_behind_a_service(k8s):
+    compose = compose_services()["web"]
+    deployment = k8s[("Deployment", "eodhd-web")]["spec"]
+    [container] = deployment["template"]["spec"]["containers"]
+    assert container["command"] == compose["entrypoint"] == ["gunicorn"]
+    assert container["args"][: len(compose["command"])] == compose["command"]
+    assert container["args"][len(compose["command"]) :] == ["--no-control-socket"]
+    assert port_number(container, "http") == 8000
+    # Readiness reads the database; liveness does not, so an outage restarts nothing.
+    allowed = k8s[("ConfigMap", "eodhd-collector-config")]["data"]["ALLOWED_HOSTS"]
+    paths = {}
+    for name in ("readinessProbe", "livenessProbe", "startupProbe"):
+        get = container[name]["httpGet"]
+        assert port_number(container, get["port"]) == 8000, name
+        # Django refuses the pod IP a probe sends as its Host by default.
+        [host] = [h["value"] for h in get["httpHeaders"] if h["name"] == "Host"]
+        assert host in allowed.split(","), name
+        paths[name] = get["path"]
+    assert paths == {
+        "readinessProbe": "/api/health/",
+        "livenessProbe": "/api/schema/",
+        "startupProbe": "/api/schema/",
+    }
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/tmp" in mounts  # gunicorn's heartbeat files, on a read-only root
+    service = k8s[("Service", "eodhd-web")]["spec"]
+    assert service["selector"] == deployment["selector"]["matchLabels"]
+    [port] = service["ports"]
+    assert port_number(container, port["targetPort"]) == 8000

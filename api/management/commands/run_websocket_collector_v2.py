@@ -23,7 +23,6 @@ from api.workers.memory import tune_gc
 
 logger = logging.getLogger("api.collector")
 
-MAX_SYMBOLS = 50
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,19}$")
 
 
@@ -42,11 +41,6 @@ def parse_symbols(single: str | None, many: str | None) -> list[str]:
             symbols.append(symbol)
     if not symbols:
         raise CommandError("no symbols given")
-    if len(symbols) > MAX_SYMBOLS:
-        raise CommandError(
-            f"{len(symbols)} symbols given; EODHD allows at most {MAX_SYMBOLS} per "
-            "connection"
-        )
     return symbols
 
 
@@ -66,6 +60,13 @@ def streams(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
 def positive(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -82,7 +83,31 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--symbol", help="one symbol (default QLD)")
         parser.add_argument(
-            "--symbols", help=f"comma-separated symbols, up to {MAX_SYMBOLS}"
+            "--symbols",
+            help="comma-separated symbols, any number: spread over connections of "
+            "--symbols-per-connection each",
+        )
+        parser.add_argument(
+            "--universe",
+            action="store_true",
+            help="take the symbols from the database's universe (admin: Universe "
+            "symbols) instead of --symbols and follow its edits live; several "
+            "collectors share it, each claiming up to --capacity symbols",
+        )
+        parser.add_argument(
+            "--capacity",
+            type=at_least_one,
+            default=settings.COLLECTOR_CAPACITY,
+            help="with --universe: the most symbols this collector claims "
+            "(default %(default)s, from COLLECTOR_CAPACITY)",
+        )
+        parser.add_argument(
+            "--symbols-per-connection",
+            type=at_least_one,
+            default=settings.EODHD_SYMBOLS_PER_CONNECTION,
+            help="symbols per WebSocket connection (default %(default)s, from "
+            "EODHD_SYMBOLS_PER_CONNECTION; raise it only if EODHD raised your "
+            "account's limit)",
         )
         parser.add_argument(
             "--verbose", action="store_true", help="log every 50th trade"
@@ -201,7 +226,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        symbols = parse_symbols(options["symbol"], options["symbols"])
+        universe = options["universe"]
+        if universe and (options["symbol"] or options["symbols"]):
+            raise CommandError("give --universe or --symbol/--symbols, not both")
+        symbols = (
+            [] if universe else parse_symbols(options["symbol"], options["symbols"])
+        )
+        label = "universe" if universe else symbol_set_key(symbols)
         if options["grace"] < 0 or options["revision_window"] < options["grace"]:
             raise CommandError("need 0 <= --grace <= --revision-window")
         port = options["metrics_port"]
@@ -244,10 +275,12 @@ class Command(BaseCommand):
             news_enabled=not (options["no_news"] or options["demo"]),
             news_api_base=settings.EODHD_API_BASE,
             news_poll_interval=options["news_interval"],
-            spool_dir=options["spool_dir"]
-            or Path(settings.DATA_DIR) / "spool" / symbol_set_key(symbols),
+            spool_dir=options["spool_dir"] or Path(settings.DATA_DIR) / "spool" / label,
             spool_max_bytes=int(options["spool_max_mb"] * 1024 * 1024),
-            writer_lock=symbol_set_key(symbols),
+            writer_lock=label,
+            universe=universe,
+            capacity=options["capacity"],
+            symbols_per_connection=options["symbols_per_connection"],
             # A demo shows its progress every 10 s, not every minute.
             health_log_interval=10.0 if options["demo"] else 60.0,
             record_dir=options["record_dir"],
