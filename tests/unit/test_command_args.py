@@ -23,11 +23,25 @@ def test_it_normalises_and_dedupes_a_symbol_list():
     assert parse_symbols(None, " aapl,MSFT ,aapl,,BRK.B") == ["AAPL", "MSFT", "BRK.B"]
 
 
-def test_it_refuses_more_than_50_symbols():
-    many = ",".join(f"S{i}" for i in range(51))
-    with pytest.raises(CommandError, match="51 symbols given"):
-        parse_symbols(None, many)
-    assert len(parse_symbols(None, ",".join(f"S{i}" for i in range(50)))) == 50
+def test_it_takes_more_symbols_than_one_connection_holds():
+    # They are spread over connections (api/collector/pool.py).
+    many = ",".join(f"S{i}" for i in range(500))
+    assert len(parse_symbols(None, many)) == 500
+
+
+def test_it_refuses_a_universe_and_a_symbol_list_together():
+    from django.core.management import call_command
+
+    with pytest.raises(CommandError, match="give --universe or --symbol/--symbols"):
+        call_command("run_websocket_collector_v2", "--universe", "--symbols", "AAPL")
+
+
+@pytest.mark.parametrize("option", ["--capacity", "--symbols-per-connection"])
+def test_it_refuses_a_count_below_one(option, capsys):
+    from django.core.management import call_command
+
+    with pytest.raises((CommandError, SystemExit)):
+        call_command("run_websocket_collector_v2", "--universe", option, "0")
 
 
 def test_it_refuses_a_malformed_symbol():
