@@ -88,6 +88,33 @@ def label(units: Iterable[str]) -> str:
     return f"{shown} and {len(symbols) - LABEL_SYMBOLS} more"
 
 
+def _split(key: int) -> tuple[int, int]:
+    """pg_locks' view of a bigint advisory key: (classid, objid)."""
+    return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+
+
+def holders(cursor, keys: Iterable[int]) -> list[tuple[int, int, str]]:
+    """(key, pid, application_name) of every other session holding one of
+    these advisory locks in this database (one look at pg_locks)."""
+    by_parts = {_split(k): k for k in keys}
+    if not by_parts:
+        return []
+    cursor.execute(
+        "SELECT l.classid::bigint, l.objid::bigint, a.pid, a.application_name "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.pid <> pg_backend_pid() AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND (l.classid::bigint, l.objid::bigint) IN "
+        "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+        [[c for c, _ in by_parts], [o for _, o in by_parts]],
+    )
+    return [
+        (by_parts[(c, o)], pid, application or "")
+        for c, o, pid, application in cursor.fetchall()
+    ]
+
+
 class Role(enum.StrEnum):
     WRITER = "writer"
     STANDBY = "standby"
@@ -280,21 +307,9 @@ class PostgresLock:
         return hashlib.sha256(f"{self.identity}:{name}".encode()).digest()[:8]
 
     def _taken(self, cursor, names: list[str]) -> set[str]:
-        """Which of `names` some session holds now (one look at pg_locks)."""
-        by_parts = {
-            ((self.key(n) >> 32) & 0xFFFFFFFF, self.key(n) & 0xFFFFFFFF): n
-            for n in names
-        }
-        cursor.execute(
-            "SELECT l.classid::bigint, l.objid::bigint FROM pg_locks l "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND (l.classid::bigint, l.objid::bigint) IN "
-            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-            [[c for c, _ in by_parts], [o for _, o in by_parts]],
-        )
-        return {by_parts[(c, o)] for c, o in cursor.fetchall()}
+        """Which of `names` another session holds now."""
+        by_key = {self.key(n): n for n in names}
+        return {by_key[key] for key, _, _ in holders(cursor, by_key)}
 
     def holds(self) -> bool:
         """The fence: True when this thread's session is the one holding the
@@ -319,29 +334,15 @@ class PostgresLock:
         """Terminate sessions of our own identity that hold any of `names`:
         left by this collector (or its dead predecessor) behind a partition.
         True when one was ended (worth another try)."""
-        keys = [self.key(n) for n in names]
-        cursor.execute(
-            "SELECT DISTINCT a.pid, a.application_name FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.pid <> pg_backend_pid() AND l.database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND (l.classid::bigint, l.objid::bigint) IN "
-            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-            [
-                [(k >> 32) & 0xFFFFFFFF for k in keys],
-                [k & 0xFFFFFFFF for k in keys],
-            ],
-        )
-        rows = cursor.fetchall()
+        rows = {(pid, app) for _, pid, app in holders(cursor, map(self.key, names))}
         own = f"/{self.identity}"
-        others = [(p, a) for p, a in rows if not (a or "").endswith(own)]
+        others = sorted((p, a) for p, a in rows if not a.endswith(own))
         if others:
             pid, application = others[0]
             self.holder = f"pid {pid} ({application or 'no application_name'})"
         ended = False
-        for pid, application in rows:
-            if not (application or "").endswith(own):
+        for pid, application in sorted(rows):
+            if not application.endswith(own):
                 continue
             cursor.execute("SELECT pg_terminate_backend(%s, 3000)", [pid])
             if cursor.fetchone()[0]:
@@ -564,24 +565,10 @@ def writers(names: Iterable[str]) -> dict[str, str]:
     names = list(names)
     if not names or connections["default"].vendor != "postgresql":
         return {}
-    parts = {
-        ((lock_key(n) >> 32) & 0xFFFFFFFF, lock_key(n) & 0xFFFFFFFF): n for n in names
-    }
+    by_key = {lock_key(n): n for n in names}
     with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT l.classid::bigint, l.objid::bigint, a.application_name, a.pid "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-            "AND l.database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND (l.classid::bigint, l.objid::bigint) IN "
-            "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-            [[c for c, _ in parts], [o for _, o in parts]],
-        )
-        return {
-            parts[(c, o)]: f"{application or '?'} (pid {pid})"
-            for c, o, application, pid in cursor.fetchall()
-        }
+        found = holders(cursor, by_key)
+    return {by_key[key]: f"{app or '?'} (pid {pid})" for key, pid, app in found}
 
 
 def kinds_of(name: str) -> tuple[BarKind, ...]:

@@ -130,3 +130,36 @@ def test_it_sends_anonymous_users_to_the_login(client, db):
     response = client.get(reverse("admin:api_secondsnapshot_changelist"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+@pytest.mark.postgres
+def test_it_lists_the_universe_with_each_symbols_writer(staff_client, db):
+    import psycopg2
+
+    from django.db import connection
+
+    from api.collector.leader import lock_key
+    from api.models import UniverseSymbol
+
+    UniverseSymbol.objects.create(symbol="aapl")  # stored upper-case
+    UniverseSymbol.objects.create(symbol="MSFT", enabled=False)
+    s = connection.settings_dict
+    # Another session holds AAPL's writer lock, as a running collector would.
+    other = psycopg2.connect(
+        host=s["HOST"] or "127.0.0.1",
+        port=s["PORT"] or 5432,
+        user=s["USER"],
+        password=s["PASSWORD"] or None,
+        dbname=s["NAME"],
+        application_name="eodhd-collector/feedc0de",
+    )
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [lock_key("trades:AAPL")])
+        page = staff_client.get(reverse("admin:api_universesymbol_changelist"))
+    finally:
+        other.close()
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "AAPL" in text and "MSFT" in text
+    assert "eodhd-collector/feedc0de (pid" in text
