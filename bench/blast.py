@@ -7,10 +7,19 @@ client's subscribe frame is read, then the job's trades go out either as fast as
 the socket takes them (blast) or when due (paced). Pings are answered; the
 connection stays open until the client closes it, so a collector never sees a
 server close and reconnects mid-run.
+
+A list of jobs in place of a job is a *group*: its connections are accepted
+together and served at once, one thread each (a collector with several
+connections, or several raw clients). Each connection gets the job whose
+symbols are exactly the ones its subscribe frame asked for (whatever the order
+in which the connections arrived), else the group's next unclaimed job; once
+every connection of the group has subscribed and its frames are built, they all
+start sending, stamped from one common start.
 """
 
 import base64
 import hashlib
+import json
 import multiprocessing
 import random
 import socket
@@ -122,6 +131,7 @@ class _Conn:
         self.lock = threading.Lock()  # pongs must not land inside a chunk
         self.closed = threading.Event()
         self.subscribed = threading.Event()
+        self.subscribe_text: bytes | None = None  # the first text frame
         self.buf = b""
 
     def handshake(self) -> None:
@@ -174,6 +184,8 @@ class _Conn:
             while True:
                 opcode, data = self.read_frame()
                 if opcode == 0x1:
+                    if self.subscribe_text is None:
+                        self.subscribe_text = data
                     self.subscribed.set()
                 elif opcode == 0x9:
                     self.send(frame(data, 0xA))
@@ -201,6 +213,10 @@ def _serve(job: Job, conn: _Conn) -> None:
     wall_start = job.wall_start if job.wall_start is not None else event_start
     conn.send(frame(AUTHORIZED))
     conn.subscribed.wait(10)
+    _send_chunks(job, conn, chunks, event_start, wall_start)
+
+
+def _send_chunks(job: Job, conn: _Conn, chunks, event_start: float, wall_start: float):
     for due_event, data in chunks:
         if conn.closed.is_set():
             return
@@ -211,15 +227,104 @@ def _serve(job: Job, conn: _Conn) -> None:
         conn.send(data)
 
 
-def run_server(jobs: list[Job], port_out) -> None:
-    """Child process body: serve each job to one connection, then idle ones."""
+def subscribed_symbols(conn: _Conn) -> frozenset[str]:
+    """What a connection's subscribe frame asked for (empty if unreadable)."""
+    try:
+        asked = json.loads(conn.subscribe_text or b"")["symbols"]
+    except (ValueError, KeyError, TypeError):
+        return frozenset()
+    return frozenset(s.strip() for s in str(asked).split(",") if s.strip())
+
+
+class _Group:
+    """Several connections served at once (see the module docstring)."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs = list(jobs)
+        self.lock = threading.Lock()
+        self.conns: list[_Conn] = []
+        self.assigned: dict[int, Job] = {}  # id(conn) -> job
+        self.event_start = 0.0
+        # Timeouts so a client that never comes does not hang the others forever.
+        self.subscribed = threading.Barrier(len(jobs), action=self._assign, timeout=60)
+        self.built = threading.Barrier(len(jobs), timeout=300)
+
+    def _assign(self) -> None:
+        """Runs once, when every connection has subscribed."""
+        free = list(range(len(self.jobs)))
+        for conn in self.conns:
+            wanted = subscribed_symbols(conn)
+            for index in free:
+                if frozenset(self.jobs[index].symbols) == wanted:
+                    self.assigned[id(conn)] = self.jobs[index]
+                    free.remove(index)
+                    break
+        for conn in self.conns:
+            if id(conn) not in self.assigned:
+                self.assigned[id(conn)] = self.jobs[free.pop(0)]
+        # As for one job: stamps start when sending should (~5 us a frame to build).
+        total = sum(job.n for job in self.jobs)
+        lead = max(job.lead for job in self.jobs)
+        self.event_start = time.time() + total * 8e-6 + lead
+
+    def serve(self, sock: socket.socket) -> None:
+        conn = _Conn(sock)
+        try:
+            conn.handshake()
+            threading.Thread(target=conn.read_loop, daemon=True).start()
+            conn.send(frame(AUTHORIZED))
+            conn.subscribed.wait(30)
+            with self.lock:
+                self.conns.append(conn)
+            try:
+                self.subscribed.wait()
+                job = self.assigned[id(conn)]
+                event_start = (
+                    job.event_start if job.event_start is not None else self.event_start
+                )
+                chunks = list(TradeStream(job, event_start).chunks())
+                self.built.wait()
+            except threading.BrokenBarrierError:
+                conn.closed.wait()
+                return
+            wall_start = job.wall_start if job.wall_start is not None else event_start
+            _send_chunks(job, conn, chunks, event_start, wall_start)
+            del chunks
+            conn.closed.wait()
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def _serve_group(listener: socket.socket, jobs: list[Job]) -> None:
+    """Accept one connection per job, serve them together, return once all
+    of them closed."""
+    group = _Group(jobs)
+    threads = []
+    for _ in jobs:
+        sock, _ = listener.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        thread = threading.Thread(target=group.serve, args=(sock,), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+
+
+def run_server(jobs: "list[Job | list[Job]]", port_out) -> None:
+    """Child process body: serve each job to one connection (each group to as
+    many at once), then idle ones."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
+    listener.listen(64)  # a group's connections may all arrive at once
     port_out.send(listener.getsockname()[1])
     queue = list(jobs)
     while True:
+        if queue and isinstance(queue[0], list):
+            _serve_group(listener, queue.pop(0))
+            continue
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(sock)
@@ -237,7 +342,9 @@ def run_server(jobs: list[Job], port_out) -> None:
             sock.close()
 
 
-def start_server(jobs: list[Job]) -> tuple[multiprocessing.Process, int]:
+def start_server(
+    jobs: "list[Job | list[Job]]",
+) -> tuple[multiprocessing.Process, int]:
     """Start the server process; returns it (terminate it when done) and its port."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
