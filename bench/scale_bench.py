@@ -19,7 +19,9 @@ Run from the repository root:  .venv/bin/python bench/scale_bench.py
 import argparse
 import multiprocessing
 import os
+import threading
 import time
+from collections import Counter
 
 from blast import SYMBOLS, Job, start_server
 from harness import (
@@ -176,6 +178,37 @@ def ignored(app) -> int:
     return sum(r.stats.ignored for r in app.receivers.values())
 
 
+class SqlCounter:
+    """Every SQL statement any Django connection of this process sends (the
+    collector's threads open theirs after it is installed), by first word.
+    Transaction control (BEGIN, COMMIT) does not pass through here: PostgreSQL's
+    commit count tells the transactions."""
+
+    def __init__(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        self.counts: Counter = Counter()
+        self.lock = threading.Lock()
+        connection_created.connect(self._install, weak=False)
+
+    def _install(self, sender, connection, **kwargs) -> None:
+        if self._wrap not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self._wrap)
+
+    def _wrap(self, execute, sql, params, many, context):
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+        with self.lock:
+            self.counts[verb] += 1
+        return execute(sql, params, many, context)
+
+    def snapshot(self) -> Counter:
+        with self.lock:
+            return Counter(self.counts)
+
+
+SQL = None  # the SqlCounter, once Django is set up
+
+
 def run_paced(port: int, symbols: list[str], n: int, pg: PgStats) -> dict:
     from api.collector.runtime import Collector
     from api.workers.memory import tune_gc
@@ -194,11 +227,13 @@ def run_paced(port: int, symbols: list[str], n: int, pg: PgStats) -> dict:
     time.sleep(1.5)
     steady_from, steady_before = time.perf_counter(), pg.read(settle=0)
     statements_from = app.writer.stats.statements
+    sql_from = SQL.snapshot()
     flushes_from = app.writer.stats.flushes
     delays_from = len(app.writer.stats.commit_delays)
     wait_for(lambda: app.aggregator.trades >= n, 600)
     t1 = time.perf_counter()
     steady = pg.read(settle=0) - steady_before
+    sql = SQL.snapshot() - sql_from
     window = t1 - steady_from
     statements = app.writer.stats.statements - statements_from
     flushes = app.writer.stats.flushes - flushes_from
@@ -230,6 +265,8 @@ def run_paced(port: int, symbols: list[str], n: int, pg: PgStats) -> dict:
         "revisions": app.writer.stats.revisions_written,
         "window": window,
         "statements_per_s": statements / window,
+        "sql_per_s": sum(sql.values()) / window,
+        "sql_by_verb": {verb: count / window for verb, count in sql.most_common()},
         "flushes_per_s": flushes / window,
         "commits_per_s": (steady.xact_commit - 1) / window,
         "statements_run": app.writer.stats.statements / wall,
@@ -339,6 +376,8 @@ def main() -> None:
         raise SystemExit("--symbols must be a multiple of 50 that divides --n")
     paced_n = int(args.rate * args.seconds)
     dbname = setup_django()
+    global SQL
+    SQL = SqlCounter()
     pg = PgStats(dbname)
     # Chunks of 20 ms of trades when paced, as throughput.py (100 at 10,000/s).
     jobs = [
@@ -461,6 +500,11 @@ def main() -> None:
             f"{run['statements_run']:.2f} statements/s, {run['commits_run']:.2f} "
             f"commits/s incl. start-up)"
         )
+        verbs = ", ".join(f"{v} {r:.2f}" for v, r in run["sql_by_verb"].items())
+        print(
+            f"    every SQL statement of the collector's process, steady: "
+            f"{run['sql_per_s']:.2f}/s ({verbs})"
+        )
         print(
             f"    second end -> commit, steady ({run['delays']} bars): p50 "
             f"{run['p50']:.0f} ms, p99 {run['p99']:.0f} ms; whole run "
@@ -492,6 +536,7 @@ def main() -> None:
     print(
         f"{len(symbols)} vs {len(SYMBOLS)} symbols at {args.rate}/s: writer "
         f"statements/s {ratio(wide['statements_per_s'], base['statements_per_s'])}"
+        f", all SQL statements/s {ratio(wide['sql_per_s'], base['sql_per_s'])}"
         f", PostgreSQL commits/s {ratio(wide['commits_per_s'], base['commits_per_s'])}"
         f", p99 commit ms {ratio(wide['p99'], base['p99'], 0)}, MB process + "
         f"receivers (RSS) {ratio(wide_rss, base_rss, 0)}, with the receivers' PSS "
@@ -502,6 +547,7 @@ def main() -> None:
         f"RESULT trades_per_s={rate:.0f} raw1_per_s={raw1:.0f} "
         f"raw{k}_per_s={rawk:.0f} ratio={rate / raw1:.2f} "
         f"statements_per_s={wide['statements_per_s']:.2f} "
+        f"sql_per_s={wide['sql_per_s']:.2f} "
         f"commits_per_s={wide['commits_per_s']:.2f} p99_commit_ms={wide['p99']:.0f} "
         f"p99_ratio={wide['p99'] / base['p99']:.2f} rss_mb={wide_rss:.0f} "
         f"lost={blast['lost'] + base['lost'] + wide['lost']}"

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT = 2.0  # seconds between stores of how far open intervals reach
 CRASH_AFTER = 60.0  # an open interval not advanced this long: its collector died
+# Seconds between looks for intervals a dead collector left open on what this
+# one observes; also at the first store and when it observes a new symbol.
+DEAD_SCAN_EVERY = 30.0
 PENDING_FILE = "coverage-pending.json"
 
 
@@ -108,6 +111,8 @@ class CoverageBook:
         self.last_store = -1e18  # monotonic
         self.stores = 0
         self.crashes_closed = 0
+        self._ids: dict[str, int] = {}  # symbol -> ticker id, looked up once
+        self._scanned: tuple[float, int] | None = None  # (monotonic, observed)
         self._load_pending()
 
     # From the writer's inbox ---------------------------------------------
@@ -200,10 +205,14 @@ class CoverageBook:
         one observes. Returns how many it closed so."""
         from api.models import Coverage, Ticker
 
+        ids = self._ids
         symbols = {i.symbol for i in intervals} | {s for _, s in self.observed}
-        ids = dict(
-            Ticker.objects.filter(symbol__in=symbols).values_list("symbol", "id")
-        )
+        if not symbols <= ids.keys():
+            ids.update(
+                Ticker.objects.filter(symbol__in=symbols - ids.keys()).values_list(
+                    "symbol", "id"
+                )
+            )
         rows = [
             Coverage(
                 ticker_id=ids[i.symbol],
@@ -239,6 +248,22 @@ class CoverageBook:
             closed = self._close_dead(ids, crash_before)
             self.crashes_closed += closed
         return closed
+
+    def dead_scan_due(self, now: float) -> bool:
+        """Whether the next store should look for dead collectors' intervals
+        (monotonic `now`): at first, when a symbol is newly observed, and every
+        DEAD_SCAN_EVERY seconds."""
+        if self._scanned is None:
+            return True
+        at, count = self._scanned
+        return count != len(self.observed) or now - at >= DEAD_SCAN_EVERY
+
+    def dead_scanned(self, now: float) -> None:
+        self._scanned = (now, len(self.observed))
+
+    def forget_ids(self) -> None:
+        """After a failed store: a ticker may have been deleted since."""
+        self._ids.clear()
 
     def _close_dead(self, ids: dict[str, int], crash_before: datetime) -> int:
         """Open intervals of other collectors on what this one observes, whose

@@ -230,7 +230,9 @@ class CollectorExporter:
             w.stats.failed_attempts,
         )
         yield counter(
-            "collector_db_statements", "Upsert statements sent", w.stats.statements
+            "collector_db_statements",
+            "Statements the writer sent (upserts, and the NOTIFY committed with them)",
+            w.stats.statements,
         )
         yield counter(
             "collector_receiver_process_starts",

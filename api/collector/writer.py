@@ -310,7 +310,12 @@ class Writer(Worker):
                 not book.observed or now - book.last_store < HEARTBEAT
             ):
                 return True
-        crash_before = datetime.fromtimestamp(self.clock.now() - CRASH_AFTER, UTC)
+        scan = book.dead_scan_due(now)
+        crash_before = (
+            datetime.fromtimestamp(self.clock.now() - CRASH_AFTER, UTC)
+            if scan
+            else None
+        )
         try:
             closed = self.lane.run(
                 book.store,
@@ -321,6 +326,7 @@ class Writer(Worker):
             )
         except (DatabaseError, CallTimeout, LockLost) as exc:
             self._coverage_retry_at = now + HEARTBEAT
+            book.forget_ids()
             logger.warning(
                 "⚠️ coverage not stored (%s); retrying",
                 first_line(exc),
@@ -328,6 +334,8 @@ class Writer(Worker):
             )
             return False
         book.stored(intervals, now)
+        if scan:
+            book.dead_scanned(now)
         if closed:
             logger.warning(
                 "🕳️ closed %d coverage intervals left open by a collector that "

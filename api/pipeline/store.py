@@ -1,6 +1,7 @@
 """Bars <-> rows: the columns' limits checked before the database sees a row,
-batched idempotent upserts (one statement per kind per write), and rows the
-database refuses isolated so that the rest is stored.
+batched idempotent upserts (one statement per kind per write, all of a write in
+one transaction on PostgreSQL), and rows the database refuses isolated so that
+the rest is stored.
 
 A derived figure that cannot fit its column (a percent change after a glitch
 print) is stored as NULL and counted. A bar whose own prices, volume or time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 
 from api.models import Ticker
@@ -101,7 +102,28 @@ class Store(RowContext):
 
     def write(self, batch: dict[BarKind, list]) -> Outcome:
         """Upsert every item that can be stored: one statement per kind, more
-        only when the database refuses some rows."""
+        only when the database refuses some rows.
+
+        On PostgreSQL a write is one transaction - its upserts and the NOTIFY
+        that wakes the web side commit together, one commit per flush however
+        many kinds and symbols. When the database refuses a row, that
+        transaction is rolled back and the write done again kind by kind, each
+        refused batch bisected down to the rows at fault (autocommit)."""
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            try:
+                with transaction.atomic():
+                    return self._write(batch, bisect=False)
+            except DatabaseError as exc:
+                # Rolled back: a ticker created in it is gone again.
+                self._ticker_ids.clear()
+                if classify(exc) is not ErrorKind.PERMANENT:
+                    raise
+            except BaseException:
+                self._ticker_ids.clear()
+                raise
+        return self._write(batch, bisect=True)
+
+    def _write(self, batch: dict[BarKind, list], bisect: bool) -> Outcome:
         out = Outcome()
         self._nulled = out.nulled
         try:
@@ -116,13 +138,17 @@ class Store(RowContext):
                         pairs.append((item, kind.to_row(item, self)))
                     except Unstorable as exc:
                         out.rejected.append(Rejected(kind, item, str(exc)))
-                self._upsert(kind, pairs, out)
+                if bisect:
+                    self._upsert(kind, pairs, out)
+                elif pairs:
+                    self._statement(kind, [row for _, row in pairs], out)
                 out.written[kind.name] += len(items) - (len(out.rejected) - rejected)
             if connection.vendor == "postgresql" and any(out.written.values()):
-                # Committed (autocommit): wake the web side's pushed updates
-                # (api/stream.py), wherever it runs.
+                # Wake the web side's pushed updates (api/stream.py), wherever it
+                # runs: delivered when the bars commit, never before.
                 with connection.cursor() as cursor:
                     cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                out.statements += 1
         finally:
             self._nulled = None
         return out

@@ -11,7 +11,7 @@ from django.db import connection
 
 from api.collector.database import DatabaseLane
 from api.market.bars import TickCandle, TimeBar
-from api.models import SecondSnapshot, TickCandle100
+from api.models import SecondSnapshot, TickCandle100, Ticker
 from api.pipeline import store as store_module
 from api.pipeline.errors import CallTimeout
 from api.pipeline.kinds import SECOND, TICK100
@@ -65,8 +65,8 @@ def test_it_isolates_the_rows_the_database_refuses_and_writes_the_rest(monkeypat
         4,
         5,
     ]
-    # Bisection: a handful of statements, not one per row.
-    assert outcome.statements <= 2 + 2 * 2 * 6
+    # Bisection: a handful of statements, not one per row (and the NOTIFY).
+    assert outcome.statements <= 2 + 2 * 2 * 6 + 1
 
 
 def test_it_rejects_what_no_column_can_hold_before_any_statement():
@@ -77,7 +77,8 @@ def test_it_rejects_what_no_column_can_hold_before_any_statement():
     assert len(reasons) == 2
     assert "does not fit numeric(24,10)" in reasons[0]
     assert "out of range" in reasons[1]
-    assert outcome.written == {"second": 1} and outcome.statements == 1
+    notify = connection.vendor == "postgresql"
+    assert outcome.written == {"second": 1} and outcome.statements == 1 + notify
     assert SecondSnapshot.objects.count() == 1
 
 
@@ -146,14 +147,11 @@ def test_it_sends_one_upsert_per_kind_and_write_whatever_the_number_of_bars():
     }
     with CaptureQueriesContext(connection) as queries:
         outcome = store.write(batch)
-    # Each upsert runs in its own transaction; nothing else is sent but, on
-    # PostgreSQL, one NOTIFY for the pushed updates (api/stream.py) at the end.
+    # One transaction: the upserts and the NOTIFY for the pushed updates
+    # (api/stream.py) commit together.
     sql = [q["sql"] for q in queries.captured_queries]
-    if connection.vendor == "postgresql":
-        assert sql[-1] == "NOTIFY collector_bars"
-        sql = sql[:-1]
-    upserts = [q for q in sql if q not in ("BEGIN", "COMMIT")]
-    assert len(sql) == 3 * len(upserts)  # a BEGIN and a COMMIT around each
+    assert sql[0] == "BEGIN" and sql[-2:] == ["NOTIFY collector_bars", "COMMIT"]
+    upserts = sql[1:-2]
     assert all("ON CONFLICT" in q for q in upserts)
     statements = [q.split(" (", 1)[0] for q in upserts]
     assert statements == [
@@ -161,5 +159,30 @@ def test_it_sends_one_upsert_per_kind_and_write_whatever_the_number_of_bars():
         'INSERT INTO "api_minute_snapshot"',
         'INSERT INTO "api_tick_candle_100"',
     ]
-    assert outcome.statements == 3
+    assert outcome.statements == 3 + 1
     assert outcome.written == {"second": 500, "minute": 5, "tick100": 20}
+
+
+@pytest.mark.postgres
+def test_a_write_that_fails_midway_stores_none_of_it(monkeypatch):
+    from django.db import OperationalError
+
+    store = Store("eodhd_ws")
+    real = Store._statement
+
+    def second_kind_fails(self, kind, rows, out):
+        if kind is TICK100:
+            raise OperationalError("server closed the connection unexpectedly")
+        real(self, kind, rows, out)
+
+    monkeypatch.setattr(Store, "_statement", second_kind_fails)
+    with pytest.raises(OperationalError):
+        store.write({SECOND: [bar(1_700_000_000)], TICK100: [candle(1)]})
+    # The seconds' upsert went out but never committed; the ticker the write
+    # created went with it, and the store does not remember its id.
+    assert SecondSnapshot.objects.count() == 0 and not Ticker.objects.exists()
+    assert store._ticker_ids == {}
+    monkeypatch.setattr(Store, "_statement", real)
+    outcome = store.write({SECOND: [bar(1_700_000_000)], TICK100: [candle(1)]})
+    assert outcome.written == {"second": 1, "tick100": 1}
+    assert (SecondSnapshot.objects.count(), TickCandle100.objects.count()) == (1, 1)

@@ -1,7 +1,7 @@
 """Observed intervals and gaps (api/market/coverage.py), and the writer's
 coverage book (api/collector/coverage.py) without a database."""
 
-from api.collector.coverage import HEARTBEAT, CoverageBook
+from api.collector.coverage import DEAD_SCAN_EVERY, HEARTBEAT, CoverageBook
 from api.market.coverage import (
     end_reason,
     gaps,
@@ -67,6 +67,21 @@ def test_an_interval_is_stored_when_it_opens_and_its_reach_only_once_bars_are():
     assert b.ready(now=11.0, everything_stored=True) == []  # not a heartbeat yet
     beat = b.ready(now=10.0 + HEARTBEAT, everything_stored=True)
     assert {(i.symbol, i.seen) for i in beat} == {("AAPL", 112.0), ("MSFT", 112.0)}
+
+
+def test_dead_collectors_are_looked_for_at_first_on_new_symbols_and_then_rarely():
+    b = book()
+    b.watch(Watch("us", ("AAPL",), 100.0))
+    assert b.dead_scan_due(now=0.0)  # the first store: a crash before this run
+    b.dead_scanned(now=0.0)
+    assert not b.dead_scan_due(now=HEARTBEAT)  # not at every heartbeat
+    b.watch(Watch("us", ("AAPL",), 101.0))  # a reconnect: nothing new observed
+    assert not b.dead_scan_due(now=2 * HEARTBEAT)
+    b.watch(Watch("us", ("MSFT",), 102.0))  # a symbol added live
+    assert b.dead_scan_due(now=2 * HEARTBEAT)
+    b.dead_scanned(now=2 * HEARTBEAT)
+    assert not b.dead_scan_due(now=2 * HEARTBEAT + DEAD_SCAN_EVERY - 0.1)
+    assert b.dead_scan_due(now=2 * HEARTBEAT + DEAD_SCAN_EVERY)
 
 
 def test_an_ended_interval_waits_for_its_bars_then_is_stored_with_its_reason():
