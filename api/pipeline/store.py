@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Max
+from django.db.models import OuterRef, Subquery
 
 from api.models import Ticker
 from api.pipeline.errors import ErrorKind, LockLost, Unstorable, classify, first_line
@@ -124,6 +124,7 @@ class Store(RowContext):
         return self._write(batch, bisect=True)
 
     def _write(self, batch: dict[BarKind, list], bisect: bool) -> Outcome:
+        self._look_up_ids(batch)
         out = Outcome()
         self._nulled = out.nulled
         try:
@@ -197,6 +198,20 @@ class Store(RowContext):
         if fence is not None:
             fence.touched()
 
+    def _look_up_ids(self, batch: dict[BarKind, list]) -> None:
+        """The ticker ids of the batch's new symbols in one statement (a first
+        write of 500 symbols is not 500 lookups); ticker_id() creates the rest."""
+        known = self._ticker_ids
+        missing = {
+            (item[0] if kind.timed else item).symbol
+            for kind, items in batch.items()
+            for item in items
+        } - known.keys()
+        if len(missing) > 1:
+            known.update(
+                Ticker.objects.filter(symbol__in=missing).values_list("symbol", "id")
+            )
+
     # RowContext ---------------------------------------------------------------------
 
     def ticker_id(self, symbol: str) -> int:
@@ -242,18 +257,32 @@ Tails = dict[str, dict[BarKind, int | None]]
 
 def stored_tails(symbols: list[str]) -> Tails:
     """{symbol: {kind: how far its stored bars go - the last bar's start second,
-    or the last number; None when it has none}}. One index probe per symbol and
-    kind (a MAX over the unique index)."""
+    or the last number; None when it has none}}. One statement, whatever the
+    number of symbols: per ticker and kind, a correlated probe of the unique
+    index for its last position (ORDER BY ... DESC LIMIT 1)."""
+    probes = {
+        kind.name: Subquery(
+            kind.model.objects.filter(ticker_id=OuterRef("pk"))
+            .order_by(f"-{kind.position}")
+            .values(kind.position)[:1]
+        )
+        for kind in KINDS
+    }
     tails: Tails = {}
-    for ticker in Ticker.objects.filter(symbol__in=symbols):
-        tails[ticker.symbol] = {}
-        for kind in KINDS:
-            last = kind.model.objects.filter(ticker_id=ticker.pk).aggregate(
-                last=Max(kind.position)
-            )["last"]
-            tails[ticker.symbol][kind] = (
-                None if last is None else kind.stored_position(last)
+    rows = (
+        Ticker.objects.filter(symbol__in=symbols)
+        .annotate(**{f"last_{name}": probe for name, probe in probes.items()})
+        .values("symbol", *(f"last_{name}" for name in probes))
+    )
+    for row in rows:
+        tails[row["symbol"]] = {
+            kind: (
+                None
+                if row[f"last_{kind.name}"] is None
+                else kind.stored_position(row[f"last_{kind.name}"])
             )
+            for kind in KINDS
+        }
     return tails
 
 

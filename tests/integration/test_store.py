@@ -186,3 +186,45 @@ def test_a_write_that_fails_midway_stores_none_of_it(monkeypatch):
     outcome = store.write({SECOND: [bar(1_700_000_000)], TICK100: [candle(1)]})
     assert outcome.written == {"second": 1, "tick100": 1}
     assert (SecondSnapshot.objects.count(), TickCandle100.objects.count()) == (1, 1)
+
+
+def test_stored_tails_reads_every_symbols_last_bars_in_one_statement():
+    from django.test.utils import CaptureQueriesContext
+
+    from api.pipeline.kinds import KINDS
+    from api.pipeline.store import stored_tails
+
+    store = Store("eodhd_ws")
+    store.write(
+        {
+            SECOND: [bar(s) for s in (1_700_000_005, 1_700_000_002, 1_700_000_009)],
+            TICK100: [candle(n) for n in (3, 1, 2)],
+        }
+    )
+    Ticker.objects.create(symbol="MSFT")  # a ticker without bars
+    with CaptureQueriesContext(connection) as queries:
+        tails = stored_tails(["AAPL", "MSFT", "NVDA"])
+    assert len(queries.captured_queries) == 1
+    assert set(tails) == {"AAPL", "MSFT"}  # no ticker, no entry
+    assert tails["AAPL"][SECOND] == 1_700_000_009
+    assert tails["AAPL"][TICK100] == 3
+    others = [kind for kind in KINDS if kind not in (SECOND, TICK100)]
+    assert all(tails["AAPL"][kind] is None for kind in others)
+    assert all(value is None for value in tails["MSFT"].values())
+
+
+def test_a_first_write_of_many_symbols_looks_their_tickers_up_at_once():
+    from dataclasses import replace
+
+    from django.test.utils import CaptureQueriesContext
+
+    symbols = [f"S{i:03d}" for i in range(50)]
+    Ticker.objects.bulk_create([Ticker(symbol=s) for s in symbols])
+    bars = [(replace(bar(1_700_000_000)[0], symbol=s), None) for s in symbols]
+    store = Store("eodhd_ws")
+    with CaptureQueriesContext(connection) as queries:
+        outcome = store.write({SECOND: bars})
+    ticker_reads = [q for q in queries.captured_queries if '"api_ticker"' in q["sql"]]
+    assert len(ticker_reads) == 1
+    assert outcome.written == {"second": 50}
+    assert SecondSnapshot.objects.count() == 50
