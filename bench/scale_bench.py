@@ -447,7 +447,8 @@ def main() -> None:
     rate = (blast["taken"] - 1) / blast["elapsed"]
     for run, count in (
         (blast, len(symbols)),
-        *zip(split, (len(SYMBOLS), len(symbols)), strict=True),
+        # No split runs with --no-split.
+        *zip(split, (len(SYMBOLS), len(symbols)), strict=False),
     ):
         run_rate = (run["taken"] - 1) / run["elapsed"]
         label = "(b)" if run is blast else "   "
