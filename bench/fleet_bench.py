@@ -37,6 +37,7 @@ from harness import (
     cpu_seconds,
     peak_rss_of,
     percentile,
+    pss_mb,
     rss_mb,
     setup_django,
     truncate_bars,
@@ -45,17 +46,6 @@ from harness import (
 COLLECTORS = 4
 PER_SLICE = 100
 PER_CONNECTION = 50
-
-
-def pss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def children(pid: int) -> list[int]:

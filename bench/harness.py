@@ -88,6 +88,48 @@ def peak_rss_of(pid: int | None) -> float:
     return 0.0
 
 
+POLL = 0.002  # seconds between looks at the counters: cheap next to the work
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def stored_counts() -> tuple[int, dict[str, int]]:
+    """(sum of stored 1-second tick counts, 100-trade bars per symbol)."""
+    from django.db import connection
+    from django.db.models import Count, Sum
+
+    from api.models import SecondSnapshot, TickCandle100
+
+    ticks = SecondSnapshot.objects.aggregate(n=Sum("ohlc_1sec_tick_count"))["n"] or 0
+    candles = dict(
+        TickCandle100.objects.values_list("ticker__symbol")
+        .annotate(n=Count("id"))
+        .values_list("ticker__symbol", "n")
+    )
+    connection.close()
+    return ticks, candles
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (the interpreter, libraries) split
+    among the processes sharing them, so helper processes add up fairly."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time a process has used so far (0 if it is gone)."""
     if pid is None:

@@ -29,23 +29,16 @@ from harness import (
     cpu_seconds,
     peak_rss_of,
     percentile,
+    pss_mb,
     raw_ceiling,
     rss_mb,
     setup_django,
+    stored_counts,
     truncate_bars,
+    wait_for,
 )
 
-POLL = 0.002  # seconds between looks at the counters
 PER_CONNECTION = 50  # symbols per connection: EODHD's default limit
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL)
-    return True
 
 
 def many_symbols(count: int) -> list[str]:
@@ -128,23 +121,6 @@ def collector_config(
     )
 
 
-def stored_counts() -> tuple[int, dict[str, int]]:
-    """(sum of stored 1-second tick counts, 100-trade bars per symbol)."""
-    from django.db import connection
-    from django.db.models import Count, Sum
-
-    from api.models import SecondSnapshot, TickCandle100
-
-    ticks = SecondSnapshot.objects.aggregate(n=Sum("ohlc_1sec_tick_count"))["n"] or 0
-    candles = dict(
-        TickCandle100.objects.values_list("ticker__symbol")
-        .annotate(n=Count("id"))
-        .values_list("ticker__symbol", "n")
-    )
-    connection.close()
-    return ticks, candles
-
-
 def accounted(app, ticks: int) -> int:
     seconds = app.aggregator.seconds
     return (
@@ -153,19 +129,6 @@ def accounted(app, ticks: int) -> int:
         + seconds.dropped_too_late
         + seconds.dropped_future
     )
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size: shared pages (the interpreter, libraries) split
-    among the processes sharing them, so helper processes add up fairly."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def pump_pids(app) -> list[int]:

@@ -24,20 +24,10 @@ from harness import (
     raw_ceiling,
     rss_mb,
     setup_django,
+    stored_counts,
     truncate_bars,
+    wait_for,
 )
-
-POLL = 0.002  # seconds between looks at the counters: cheap next to the work
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL)
-    return True
-
 
 CONDITIONS = "eodhd"  # --conditions of the collectors measured (set by main)
 
@@ -58,23 +48,6 @@ def collector_config(port: int, grace: float, receiver_process: bool = True):
         # The blast server builds all frames before it says Authorized.
         policy=FeedPolicy(authorize_timeout=120.0, connect_timeout=30.0),
     )
-
-
-def stored_counts() -> tuple[int, dict[str, int]]:
-    """(sum of stored 1-second tick counts, 100-trade bars per symbol)."""
-    from django.db import connection
-    from django.db.models import Count, Sum
-
-    from api.models import SecondSnapshot, TickCandle100
-
-    ticks = SecondSnapshot.objects.aggregate(n=Sum("ohlc_1sec_tick_count"))["n"] or 0
-    candles = dict(
-        TickCandle100.objects.values_list("ticker__symbol")
-        .annotate(n=Count("id"))
-        .values_list("ticker__symbol", "n")
-    )
-    connection.close()
-    return ticks, candles
 
 
 def cpu_now(app, server_pid: int) -> list[float]:
